@@ -1,0 +1,205 @@
+--- vmdr.boot: what vmdr-run does between parsing argv (C) and running a workflow.
+--- Builds ctx (config file + -e variables, logger, dry-run flag), finds the script
+--- (a path, else site workflows/, else installed workflows/), runs it, maps the
+--- result to an exit code. Errors raised as {code="usage"|"config"} exit 2.
+local log = require "vmdr.log"
+
+local M = {}
+
+local function usage_error(fmt, ...)
+  error(setmetatable({ code = "usage", message = string.format(fmt, ...) },
+    { __tostring = function(e) return e.message end }), 0)
+end
+
+local function config_error(fmt, ...)
+  error(setmetatable({ code = "config", message = string.format(fmt, ...) },
+    { __tostring = function(e) return e.message end }), 0)
+end
+
+local function file_exists(path)
+  local f = io.open(path, "r")
+  if f then f:close() return true end
+  return false
+end
+
+local function absolute(path)
+  if path:sub(1, 1) == "/" then return path end
+  local cwd = os.getenv("PWD") or "."
+  return cwd .. "/" .. path
+end
+
+local function read_yaml_file(path, what)
+  local f, err = io.open(path, "r")
+  if not f then config_error("cannot read %s '%s': %s", what, path, err) end
+  local text = f:read("a")
+  f:close()
+  local ok, yaml = pcall(require, "vmdr.yaml")
+  if not ok then config_error("cannot read %s '%s': YAML support is not built in", what, path) end
+  if text:match("^%s*$") then return {} end
+  local v, derr = yaml.decode(text)
+  if v == nil and derr then config_error("%s '%s': %s", what, path, tostring(derr)) end
+  if type(v) ~= "table" then config_error("%s '%s' must hold a mapping", what, path) end
+  return v
+end
+
+--- Deep-merges src into dst (maps merge, everything else replaces).
+local function merge(dst, src)
+  for k, v in pairs(src) do
+    if type(v) == "table" and type(dst[k]) == "table" and #v == 0 and next(v) ~= nil then
+      merge(dst[k], v)
+    else
+      dst[k] = v
+    end
+  end
+  return dst
+end
+
+--- Sets a dotted key ("git.branch") in t, creating the maps on the way.
+local function set_dotted(t, key, value)
+  local parts = {}
+  for p in key:gmatch("[^.]+") do parts[#parts + 1] = p end
+  if #parts == 0 or key:sub(1, 1) == "." or key:sub(-1) == "." or key:find("..", 1, true) then
+    usage_error("bad variable name '%s'", key)
+  end
+  for i = 1, #parts - 1 do
+    local p = parts[i]
+    if t[p] == nil then t[p] = {} end
+    if type(t[p]) ~= "table" then
+      usage_error("-e %s: '%s' is not a mapping", key, table.concat(parts, ".", 1, i))
+    end
+    t = t[p]
+  end
+  t[parts[#parts]] = value
+end
+M.set_dotted = set_dotted
+
+--- Parses the -e list into a nested table of variables. Values stay strings, as
+--- ansible-playbook keeps them; `-e @file.yaml` brings typed values.
+function M.parse_vars(list)
+  local vars = {}
+  for _, item in ipairs(list) do
+    if item:sub(1, 1) == "@" then
+      merge(vars, read_yaml_file(item:sub(2), "variables file"))
+    else
+      local k, v = item:match("^([^=]+)=(.*)$")
+      if not k then usage_error("-e '%s': expected KEY=VALUE or @FILE", item) end
+      set_dotted(vars, k, v)
+    end
+  end
+  return vars
+end
+
+--- Registers every secret the configuration names (by *_env or *_file keys)
+--- with the logger, so no output ever shows them.
+local function register_secrets(cfg)
+  local function walk(t)
+    for k, v in pairs(t) do
+      if type(v) == "table" then
+        walk(v)
+      elseif type(k) == "string" and type(v) == "string" then
+        if k:match("_env$") then
+          local val = os.getenv(v)
+          if val and val ~= "" then log.secret(val) end
+        elseif k:match("token_file$") or k:match("password_file$") or k:match("secret_file$") then
+          local f = io.open(v, "r")
+          if f then
+            local val = f:read("a"):gsub("%s+$", "")
+            f:close()
+            if val ~= "" then log.secret(val) end
+          end
+        end
+      end
+    end
+  end
+  walk(cfg)
+end
+
+local function list_workflows(dirs)
+  local ok, fs = pcall(require, "vmdr.fs")
+  local names, seen = {}, {}
+  if not ok then return names end
+  for _, d in ipairs(dirs) do
+    for _, e in ipairs(fs.list(d) or {}) do
+      local name = type(e) == "table" and e.name or e
+      if type(name) == "string" and name:match("%.lua$") then
+        name = name:gsub("%.lua$", "")
+        if not seen[name] then seen[name] = true; names[#names + 1] = name end
+      end
+    end
+  end
+  table.sort(names)
+  return names
+end
+
+--- Finds the script: an existing path, else <site>/workflows/NAME.lua, else the installed one.
+function M.resolve_script(script, site_dir, lua_dir)
+  if file_exists(script) then return absolute(script) end
+  local name = script:gsub("^workflows/", ""):gsub("%.lua$", "")
+  local dirs = {}
+  if site_dir then dirs[#dirs + 1] = site_dir .. "/workflows" end
+  dirs[#dirs + 1] = lua_dir .. "/workflows"
+  if not name:find("/", 1, true) then
+    for _, d in ipairs(dirs) do
+      local p = d .. "/" .. name .. ".lua"
+      if file_exists(p) then return p end
+    end
+  end
+  local known = list_workflows(dirs)
+  usage_error("no such script or workflow '%s'%s", script,
+    #known > 0 and (" (workflows: " .. table.concat(known, ", ") .. ")") or "")
+end
+
+--- boot.main(opts) -> exit code. opts comes from the C host (see host.c pmain).
+function M.main(opts)
+  local level = "info"
+  if opts.verbosity < 0 then level = "warn" elseif opts.verbosity > 0 then level = "debug" end
+  log.configure { level = level, format = opts.log_format or "text" }
+
+  -- configuration: -c, else $VMDR_CONFIG, else ./vmdr.yaml when present
+  local cfg = {}
+  local cfg_path = opts.config or os.getenv("VMDR_CONFIG")
+  if cfg_path and cfg_path ~= "" then
+    cfg = read_yaml_file(cfg_path, "configuration file")
+  elseif file_exists("vmdr.yaml") then
+    cfg_path = absolute("vmdr.yaml")
+    cfg = read_yaml_file(cfg_path, "configuration file")
+  end
+  local vars = M.parse_vars(opts.vars)
+  merge(cfg, vars)
+  register_secrets(cfg)
+
+  local site_dir = cfg.site_dir or os.getenv("VMDR_SITE_DIR")
+  if site_dir == "" then site_dir = nil end
+  if site_dir then
+    if type(site_dir) ~= "string" then config_error("site_dir must be a path") end
+    site_dir = absolute(site_dir)
+    package.path = site_dir .. "/lib/?.lua;" .. site_dir .. "/lib/?/init.lua;" .. package.path
+  end
+
+  local path = M.resolve_script(opts.script, site_dir, opts.lua_dir)
+  local chunk, lerr = loadfile(path, "t")
+  if not chunk then error(lerr, 0) end
+
+  local ctx = {
+    config = cfg,
+    config_path = cfg_path,
+    vars = vars,
+    log = log,
+    dry_run = opts.dry_run,
+    args = opts.args,
+    script = path,
+    site_dir = site_dir,
+    lua_dir = opts.lua_dir,
+    version = opts.version,
+  }
+  local res = table.pack(chunk(ctx, opts.args))
+  local first = res[1]
+  if math.type(first) == "integer" then return first end
+  if first == false or (first == nil and res.n >= 2) then
+    if res[2] ~= nil then log.error(tostring(res[2])) end
+    return 1
+  end
+  return 0
+end
+
+return M

@@ -1,0 +1,270 @@
+#include "host.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lualib.h>
+
+#include "lutil.h"
+
+#ifndef VMDR_SOURCE_LUA_DIR
+#define VMDR_SOURCE_LUA_DIR ""
+#endif
+#ifndef VMDR_VERSION
+#define VMDR_VERSION "0.0.0"
+#endif
+
+/* The single allowed mutable global: which signal asked us to stop (0: none). */
+static volatile sig_atomic_t interrupt_sig = 0;
+
+int vmdr_interrupted(void)
+{
+    return interrupt_sig != 0;
+}
+
+int vmdr_interrupt_signal(void)
+{
+    return (int)interrupt_sig;
+}
+
+static void on_signal(int sig)
+{
+    if (interrupt_sig) {
+        /* Second signal: the operator insists; die the default way. */
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    interrupt_sig = sig;
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: blocking calls return EINTR and see the flag */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* Count hook: pure-Lua loops notice the interrupt flag (lua.c laction/lstop).
+ * It removes itself once it has raised, so to-be-closed handlers run in peace;
+ * native calls keep returning code="interrupted" from then on. */
+static void interrupt_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    if (!interrupt_sig)
+        return;
+    lua_sethook(L, NULL, 0, 0);
+    vmdr_push_errtable(L, "interrupted", "interrupted by signal", interrupt_sig);
+    lua_error(L);
+}
+
+/* The message handler: keeps error tables (adding .traceback), tracebacks strings. */
+static int msghandler(lua_State *L)
+{
+    if (lua_type(L, 1) == LUA_TTABLE) {
+        luaL_traceback(L, L, NULL, 1);
+        lua_setfield(L, 1, "traceback");
+        lua_settop(L, 1);
+        return 1;
+    }
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Resolves the Lua tree: <exe dir>/../share/vmdr/lua when installed, else the source tree. */
+static void find_lua_dir(char *out, size_t outsz)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            char probe[PATH_MAX + 64];
+            snprintf(probe, sizeof probe, "%s/../share/vmdr/lua/lib/vmdr/boot.lua", exe);
+            if (access(probe, R_OK) == 0) {
+                char *real = realpath(probe, NULL);
+                if (real) {
+                    /* strip "/lib/vmdr/boot.lua" */
+                    char *cut = strstr(real, "/lib/vmdr/boot.lua");
+                    if (cut)
+                        *cut = '\0';
+                    snprintf(out, outsz, "%s", real);
+                    free(real);
+                    return;
+                }
+            }
+        }
+    }
+    snprintf(out, outsz, "%s", VMDR_SOURCE_LUA_DIR);
+}
+
+struct pmain_args {
+    const vmdr_host_opts *opts;
+    const char *argv0;
+    char lua_dir[PATH_MAX];
+};
+
+static void push_strings(lua_State *L, const char **v, int n)
+{
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, v[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
+/* pmain(args) -> exit code: everything runs in here, protected. */
+static int pmain(lua_State *L)
+{
+    struct pmain_args *a = lua_touserdata(L, 1);
+    const vmdr_host_opts *o = a->opts;
+
+    luaL_openlibs(L);
+    lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, 1000);
+
+    /* package.preload: every native module, by the name `require` uses */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    luaL_setfuncs(L, vmdr_preload, 0);
+    lua_pop(L, 1);
+
+    /* package.path: the install tree only (boot prepends a site lib/); no cpath */
+    lua_getglobal(L, "package"); /* stack: package */
+    if (o->lua_env) {
+        const char *p = getenv("LUA_PATH_5_4") ? getenv("LUA_PATH_5_4") : getenv("LUA_PATH");
+        const char *c = getenv("LUA_CPATH_5_4") ? getenv("LUA_CPATH_5_4") : getenv("LUA_CPATH");
+        lua_pushfstring(L, "%s/lib/?.lua;%s/lib/?/init.lua;%s", a->lua_dir, a->lua_dir,
+                        p ? p : "");
+        lua_setfield(L, -2, "path");
+        lua_pushstring(L, c ? c : "");
+        lua_setfield(L, -2, "cpath");
+    } else {
+        lua_pushfstring(L, "%s/lib/?.lua;%s/lib/?/init.lua", a->lua_dir, a->lua_dir);
+        lua_setfield(L, -2, "path");
+        lua_pushliteral(L, "");
+        lua_setfield(L, -2, "cpath");
+    }
+    lua_pop(L, 1);
+
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "vmdr.boot");
+    lua_call(L, 1, 1); /* stack: boot */
+    lua_getfield(L, -1, "main");
+
+    /* boot.main{...} */
+    lua_createtable(L, 0, 12);
+    lua_pushstring(L, o->script);
+    lua_setfield(L, -2, "script");
+    push_strings(L, o->vars, o->nvars);
+    lua_setfield(L, -2, "vars");
+    push_strings(L, o->args, o->nargs);
+    lua_setfield(L, -2, "args");
+    if (o->config) {
+        lua_pushstring(L, o->config);
+        lua_setfield(L, -2, "config");
+    }
+    lua_pushboolean(L, o->dry_run);
+    lua_setfield(L, -2, "dry_run");
+    lua_pushinteger(L, o->verbosity);
+    lua_setfield(L, -2, "verbosity");
+    if (o->log_format) {
+        lua_pushstring(L, o->log_format);
+        lua_setfield(L, -2, "log_format");
+    }
+    lua_pushstring(L, a->lua_dir);
+    lua_setfield(L, -2, "lua_dir");
+    lua_pushstring(L, VMDR_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_call(L, 1, 1);
+    return 1;
+}
+
+/* Prints an uncaught error (redacted) and maps it to an exit code. */
+static int report(lua_State *L)
+{
+    int code = VMDR_EXIT_LUA;
+    const char *kind = NULL;
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        lua_getfield(L, -1, "code");
+        kind = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        if (kind && (strcmp(kind, "usage") == 0 || strcmp(kind, "config") == 0))
+            code = VMDR_EXIT_USAGE;
+        else if (kind && strcmp(kind, "interrupted") == 0)
+            code = VMDR_EXIT_INTERRUPTED;
+    }
+    if (code == VMDR_EXIT_LUA && interrupt_sig)
+        code = VMDR_EXIT_INTERRUPTED;
+
+    luaL_Buffer b;
+    int err = lua_absindex(L, -1);
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "vmdr-run: ");
+    luaL_tolstring(L, err, NULL);
+    luaL_addvalue(&b);
+    if (code == VMDR_EXIT_LUA && lua_type(L, err) == LUA_TTABLE) {
+        if (lua_getfield(L, err, "traceback") == LUA_TSTRING) {
+            luaL_addstring(&b, "\n");
+            luaL_addvalue(&b);
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    luaL_pushresult(&b);
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    vmdr_push_redacted(L, s, n);
+    fprintf(stderr, "%s\n", lua_tostring(L, -1));
+    fflush(stderr);
+    return code;
+}
+
+int vmdr_host_run(const vmdr_host_opts *opts, const char *argv0)
+{
+    struct pmain_args a;
+    a.opts = opts;
+    a.argv0 = argv0;
+    find_lua_dir(a.lua_dir, sizeof a.lua_dir);
+
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        fprintf(stderr, "vmdr-run: cannot create Lua state: not enough memory\n");
+        return VMDR_EXIT_LUA;
+    }
+    install_signals();
+
+    int code;
+    lua_pushcfunction(L, msghandler);
+    lua_pushcfunction(L, pmain);
+    lua_pushlightuserdata(L, &a);
+    int status = lua_pcall(L, 1, 1, 1);
+    if (status != LUA_OK) {
+        code = report(L);
+    } else if (lua_isinteger(L, -1)) {
+        code = (int)lua_tointeger(L, -1);
+        if (interrupt_sig && code != VMDR_EXIT_OK)
+            code = VMDR_EXIT_INTERRUPTED;
+    } else {
+        code = VMDR_EXIT_OK;
+    }
+    /* Closing the state runs every __gc: handles release sockets, locks, temp files. */
+    lua_close(L);
+    return code;
+}
