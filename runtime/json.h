@@ -1,0 +1,26 @@
+/* The JSON codec's C entry points, for other bindings (vmdr.k8s decodes API
+ * responses without a round trip through Lua). Implemented in runtime/json.c.
+ *
+ * Fidelity markers are shared by vmdr.json and vmdr.yaml:
+ *   null  -> the light userdata NULL (json.null == yaml.null)
+ *   array -> a table whose metatable is the shared array_mt (json.array_mt ==
+ *            yaml.array_mt), so [] and {} survive a round trip. */
+#ifndef VMDR_JSON_H
+#define VMDR_JSON_H
+
+#include <lua.h>
+
+#include "err.h"
+
+/* Decodes the JSON text s[0..n) and pushes one value. Returns 0, or -1 with err
+ * filled (code "invalid", the message giving line and column) and nothing pushed. */
+int vmdr_json_decode_push(lua_State *L, const char *s, size_t n, vmdr_err *err);
+
+/* Encodes the value at idx and pushes the JSON string. Returns 0, or -1 with err
+ * (code "invalid": a cycle, a function, NaN/inf, a table mixing keys) and nothing pushed. */
+int vmdr_json_encode_push(lua_State *L, int idx, vmdr_err *err);
+
+/* Pushes the shared array metatable (creating it once per state). */
+void vmdr_push_array_mt(lua_State *L);
+
+#endif
