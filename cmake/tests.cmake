@@ -18,7 +18,8 @@ list(SORT _specs)
 set(VMDR_TEST_ENV
   "VMDR_BUILD_DIR=${CMAKE_BINARY_DIR}"
   "VMDR_SOURCE_DIR=${CMAKE_SOURCE_DIR}"
-  "VMDR_TEST_TMP=${CMAKE_BINARY_DIR}/spec-tmp")
+  "VMDR_TEST_TMP=${CMAKE_BINARY_DIR}/spec-tmp"
+  "VMDR_RESULTS_DIR=${CMAKE_BINARY_DIR}/results")
 foreach(s IN LISTS _specs)
   file(STRINGS ${CMAKE_SOURCE_DIR}/${s} _needs REGEX "^-- needs:")
   add_test(NAME ${s}

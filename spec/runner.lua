@@ -9,4 +9,4 @@ package.path = table.concat({ package.path, spec_dir .. "/?.lua", spec_dir .. "/
 package.cpath = "/usr/lib/x86_64-linux-gnu/lua/5.4/?.so"
 arg = { [0] = "spec/runner.lua" }
 for i, a in ipairs(args) do arg[i] = a end
-require "busted.runner" { standalone = false, output = "plainTerminal" }
+require "busted.runner" { standalone = false, output = spec_dir .. "/support/output.lua" }
