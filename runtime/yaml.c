@@ -35,262 +35,13 @@
 #include <yaml.h>
 
 #include "codec.h"
+#include "yaml/yaml.h"
 #include "json.h"
 #include "lutil.h"
 
 #define VMDR_YAML_MAX_ALIAS_NODES 1000000
 #define PARSER_META "vmdr.yaml.Parser"
 #define EMITTER_META "vmdr.yaml.Emitter"
-
-/* ---- plain scalar resolution (shared by decoder and encoder) ----------------------- */
-
-enum { R_STR, R_NULL, R_TRUE, R_FALSE, R_INT, R_FLOAT };
-
-typedef struct resolved {
-    int kind;
-    lua_Integer i;
-    double f;
-} resolved;
-
-static int word_in(const char *s, size_t n, const char *const *words)
-{
-    for (; *words; words++)
-        if (strlen(*words) == n && memcmp(*words, s, n) == 0)
-            return 1;
-    return 0;
-}
-
-static const char *const NULL_WORDS[] = {"~", "null", "Null", "NULL", NULL};
-static const char *const TRUE_WORDS[] = {"true", "True", "TRUE", "yes", "Yes", "YES", "on",
-                                         "On", "ON", "y", "Y", NULL};
-static const char *const FALSE_WORDS[] = {"false", "False", "FALSE", "no", "No", "NO", "off",
-                                          "Off", "OFF", "n", "N", NULL};
-
-static int digit_in_base(char c, int base)
-{
-    int v;
-    if (c >= '0' && c <= '9')
-        v = c - '0';
-    else if (c >= 'a' && c <= 'f')
-        v = c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F')
-        v = c - 'A' + 10;
-    else
-        return -1;
-    return v < base ? v : -1;
-}
-
-/* Resolves an integer or float; buf holds s without '_' (n < sizeof buf). */
-static int resolve_number(const char *buf, size_t n, resolved *out)
-{
-    const char *p = buf, *end = buf + n;
-    int neg = 0;
-    if (p < end && (*p == '-' || *p == '+')) {
-        neg = *p == '-';
-        p++;
-    }
-    if (p >= end)
-        return 0;
-    /* integers with a base prefix, or YAML 1.1 octal */
-    int base = 10;
-    const char *digits = p;
-    if (end - p > 2 && p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
-        base = 16;
-        digits = p + 2;
-    } else if (end - p > 2 && p[0] == '0' && (p[1] == 'o' || p[1] == 'O')) {
-        base = 8;
-        digits = p + 2;
-    } else if (end - p > 2 && p[0] == '0' && (p[1] == 'b' || p[1] == 'B')) {
-        base = 2;
-        digits = p + 2;
-    } else if (end - p > 1 && p[0] == '0') {
-        base = 8;
-        digits = p + 1;
-    }
-    const char *q = digits;
-    uint64_t u = 0;
-    int overflow = 0;
-    for (; q < end; q++) {
-        int dv = digit_in_base(*q, base);
-        if (dv < 0)
-            break;
-        if (u > (UINT64_MAX - (uint64_t)dv) / (uint64_t)base)
-            overflow = 1;
-        u = u * (uint64_t)base + (uint64_t)dv;
-    }
-    if (q == end && q > digits && !overflow) {
-        if (!neg && u <= (uint64_t)INT64_MAX) {
-            out->kind = R_INT;
-            out->i = (lua_Integer)u;
-            return 1;
-        }
-        if (neg && u <= (uint64_t)INT64_MAX + 1) {
-            out->kind = R_INT;
-            out->i = (lua_Integer)(0 - u);
-            return 1;
-        }
-    }
-    if (base != 10 && base != 8)
-        return 0;
-    /* a float: [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?  (leading-0 "octals"
-     * that are not octal, like 09, read as decimal here, as go-yaml does) */
-    q = p;
-    const char *d0 = q;
-    while (q < end && *q >= '0' && *q <= '9')
-        q++;
-    int intdigits = (int)(q - d0);
-    int isfloat = 0;
-    if (q < end && *q == '.') {
-        q++;
-        const char *f0 = q;
-        while (q < end && *q >= '0' && *q <= '9')
-            q++;
-        if (intdigits == 0 && q == f0)
-            return 0;
-        isfloat = 1;
-    } else if (intdigits == 0) {
-        return 0;
-    }
-    if (q < end && (*q == 'e' || *q == 'E')) {
-        q++;
-        if (q < end && (*q == '+' || *q == '-'))
-            q++;
-        const char *e0 = q;
-        while (q < end && *q >= '0' && *q <= '9')
-            q++;
-        if (q == e0)
-            return 0;
-        isfloat = 1;
-    }
-    if (q != end)
-        return 0;
-    (void)isfloat; /* a decimal beyond int64 also lands here and reads as a float */
-    out->kind = R_FLOAT;
-    out->f = strtod(buf, NULL);
-    return 1;
-}
-
-/* Resolves a plain scalar the way the decoder does (see the top comment). */
-static void resolve_plain(const char *s, size_t n, resolved *out)
-{
-    out->kind = R_STR;
-    if (n == 0) {
-        out->kind = R_NULL;
-        return;
-    }
-    char c = s[0];
-    if (c == '~' || c == 'n' || c == 'N') {
-        if (word_in(s, n, NULL_WORDS)) {
-            out->kind = R_NULL;
-            return;
-        }
-    }
-    if (n <= 5 && (c == 't' || c == 'T' || c == 'y' || c == 'Y' || c == 'o' || c == 'O') &&
-        word_in(s, n, TRUE_WORDS)) {
-        out->kind = R_TRUE;
-        return;
-    }
-    if (n <= 5 && (c == 'f' || c == 'F' || c == 'n' || c == 'N' || c == 'o' || c == 'O') &&
-        word_in(s, n, FALSE_WORDS)) {
-        out->kind = R_FALSE;
-        return;
-    }
-    if (!((c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.'))
-        return;
-    /* .inf .nan with case variants, as go-yaml and YAML 1.2 write them */
-    {
-        const char *p = s;
-        size_t m = n;
-        int neg = 0;
-        if (*p == '-' || *p == '+') {
-            neg = *p == '-';
-            p++;
-            m--;
-        }
-        static const char *const INF[] = {".inf", ".Inf", ".INF", NULL};
-        static const char *const NAN_[] = {".nan", ".NaN", ".NAN", NULL};
-        if (word_in(p, m, INF)) {
-            out->kind = R_FLOAT;
-            out->f = neg ? -HUGE_VAL : HUGE_VAL;
-            return;
-        }
-        if (p == s && word_in(p, m, NAN_)) {
-            out->kind = R_FLOAT;
-            out->f = NAN;
-            return;
-        }
-    }
-    char buf[128];
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '_')
-            continue;
-        if (k + 1 >= sizeof buf)
-            return; /* longer than any number worth reading: a string */
-        buf[k++] = s[i];
-    }
-    buf[k] = '\0';
-    resolve_number(buf, k, out);
-}
-
-static int ieq(const char *s, size_t n, const char *w)
-{
-    if (strlen(w) != n)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c >= 'A' && c <= 'Z')
-            c = (char)(c - 'A' + 'a');
-        if (c != w[i])
-            return 0;
-    }
-    return 1;
-}
-
-/* True when a reader of YAML 1.1 or 1.2 might take the plain scalar s for something
- * other than a string. Deliberately wider than our own resolver: quoting a string
- * needlessly costs two characters, not quoting one changes its type elsewhere. */
-static int needs_quotes(const char *s, size_t n)
-{
-    if (n == 0)
-        return 1;
-    resolved r;
-    resolve_plain(s, n, &r);
-    if (r.kind != R_STR)
-        return 1;
-    static const char *const WORDS[] = {"~", "null", "true", "false", "yes", "no", "on", "off",
-                                        "y", "n", "<<", "=", NULL};
-    for (const char *const *w = WORDS; *w; w++)
-        if (ieq(s, n, *w))
-            return 1;
-    /* Psych reads ":word" as a Ruby symbol */
-    if (s[0] == ':' && n > 1)
-        return 1;
-    const char *p = s, *end = s + n;
-    if (*p == '-' || *p == '+')
-        p++;
-    if (p < end && *p == '.') {
-        if (ieq(p, (size_t)(end - p), ".inf") || ieq(p, (size_t)(end - p), ".nan"))
-            return 1;
-    }
-    /* number-like: starts with a digit (or sign/dot then digit or dot), and holds only
-     * characters that appear in YAML 1.1/1.2 ints, floats and sexagesimals (and
-     * Psych's "1,000") */
-    if (p < end && ((*p >= '0' && *p <= '9') || (*p == '.' && p + 1 < end))) {
-        const char *q = p;
-        for (; q < end; q++) {
-            if (!strchr("0123456789abcdefABCDEFxXoO_.:,+-", *q))
-                break;
-        }
-        if (q == end)
-            return 1;
-        /* YAML 1.1 timestamps: yyyy-m-d..., read as dates by PyYAML and Psych */
-        if (end - s >= 8 && s[0] >= '0' && s[0] <= '9' && s[1] >= '0' && s[1] <= '9' &&
-            s[2] >= '0' && s[2] <= '9' && s[3] >= '0' && s[3] <= '9' && s[4] == '-')
-            return 1;
-    }
-    return 0;
-}
 
 /* ---- decoder ------------------------------------------------------------------------ */
 
@@ -388,38 +139,38 @@ static int dec_scalar(ydec *d)
     const char *s = (const char *)ev->data.scalar.value;
     size_t n = ev->data.scalar.length;
     const yaml_char_t *tag = ev->data.scalar.tag;
-    resolved r;
+    vmdr_yaml_scalar r;
     int typed = is_tag(tag, YAML_NULL_TAG) || is_tag(tag, YAML_BOOL_TAG) ||
                 is_tag(tag, YAML_INT_TAG) || is_tag(tag, YAML_FLOAT_TAG);
     /* "!", !!str and !!binary keep the text; an application tag (!Ref) is ignored */
     int keep_text = tag && (is_tag(tag, "!") || is_tag(tag, YAML_STR_TAG) ||
                             is_tag(tag, "tag:yaml.org,2002:binary"));
     if (typed) {
-        resolve_plain(s, n, &r);
-        int ok = (is_tag(tag, YAML_NULL_TAG) && r.kind == R_NULL) ||
-                 (is_tag(tag, YAML_BOOL_TAG) && (r.kind == R_TRUE || r.kind == R_FALSE)) ||
-                 (is_tag(tag, YAML_INT_TAG) && r.kind == R_INT) ||
-                 (is_tag(tag, YAML_FLOAT_TAG) && (r.kind == R_FLOAT || r.kind == R_INT));
+        vmdr_yaml_resolve(&r, s, n);
+        int ok = (is_tag(tag, YAML_NULL_TAG) && r.kind == VMDR_YAML_NULL) ||
+                 (is_tag(tag, YAML_BOOL_TAG) && (r.kind == VMDR_YAML_TRUE || r.kind == VMDR_YAML_FALSE)) ||
+                 (is_tag(tag, YAML_INT_TAG) && r.kind == VMDR_YAML_INT) ||
+                 (is_tag(tag, YAML_FLOAT_TAG) && (r.kind == VMDR_YAML_FLOAT || r.kind == VMDR_YAML_INT));
         if (!ok) {
             char what[96];
             snprintf(what, sizeof what, "the value does not fit its tag %s", (const char *)tag);
             return dec_fail_at(d, ev->start_mark, what);
         }
-        if (is_tag(tag, YAML_FLOAT_TAG) && r.kind == R_INT) {
-            r.kind = R_FLOAT;
+        if (is_tag(tag, YAML_FLOAT_TAG) && r.kind == VMDR_YAML_INT) {
+            r.kind = VMDR_YAML_FLOAT;
             r.f = (double)r.i;
         }
     } else if (ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && !keep_text) {
-        resolve_plain(s, n, &r);
+        vmdr_yaml_resolve(&r, s, n);
     } else {
-        r.kind = R_STR;
+        r.kind = VMDR_YAML_STR;
     }
     switch (r.kind) {
-    case R_NULL: vmdr_push_null(L); break;
-    case R_TRUE: lua_pushboolean(L, 1); break;
-    case R_FALSE: lua_pushboolean(L, 0); break;
-    case R_INT: lua_pushinteger(L, r.i); break;
-    case R_FLOAT: lua_pushnumber(L, r.f); break;
+    case VMDR_YAML_NULL: vmdr_push_null(L); break;
+    case VMDR_YAML_TRUE: lua_pushboolean(L, 1); break;
+    case VMDR_YAML_FALSE: lua_pushboolean(L, 0); break;
+    case VMDR_YAML_INT: lua_pushinteger(L, (lua_Integer)r.i); break;
+    case VMDR_YAML_FLOAT: lua_pushnumber(L, r.f); break;
     default: lua_pushlstring(L, s, n); break;
     }
     return 0;
@@ -805,7 +556,7 @@ static int emit_string(yenc *e, const char *s, size_t n)
     if (n > INT32_MAX)
         return vmdr_err_set(e->err, "invalid", 0, "a string is longer than 2 GB");
     yaml_scalar_style_t style = YAML_PLAIN_SCALAR_STYLE;
-    if (needs_quotes(s, n))
+    if (vmdr_yaml_needs_quotes(s, n))
         style = YAML_DOUBLE_QUOTED_SCALAR_STYLE;
     else if (memchr(s, '\n', n))
         style = YAML_LITERAL_SCALAR_STYLE;
@@ -987,6 +738,456 @@ done:
     return rc;
 }
 
+/* ---- clean(obj, rules) ------------------------------------------------------------------
+ * Rules are data (a site adds its own): a list of tables, applied in order, in
+ * place. Each rule has exactly one action; the full format is in docs/yaml-clean.md.
+ *   { remove = PATH }                        remove what PATH matches
+ *   { remove_keys = PATH, prefix = P, names = {...} }
+ *                                            remove the keys of the map(s) at PATH
+ *                                            that start with P (a string or a list)
+ *                                            or are named in names (either or both)
+ *   { set = PATH, value = V }                set PATH to a copy of V, creating
+ *                                            missing maps on the way (never list
+ *                                            elements); if_present = true only
+ *                                            replaces a value that is already there
+ * Options:
+ *   when = { [PATH] = VALUE, ... }           apply only if each PATH (no wildcards)
+ *                                            exists in obj and equals VALUE (a
+ *                                            string, number, boolean or null)
+ *   prune_empty = true                       (remove, remove_keys) a map or list the
+ *                                            rule emptied is removed from its parent
+ * PATH: dotted keys, [*] or * for every element/value, [N] from 0, ["a.b/c"] for
+ * keys with dots (runtime/yaml/path.c). A path that matches nothing is no error:
+ * cleaning is idempotent. An invalid rule raises "rule N: ...". */
+
+enum { ACT_REMOVE = 1, ACT_REMOVE_KEYS, ACT_SET };
+#define CLEAN_MAX_PREFIXES 32
+
+typedef struct crule {
+    int index;
+    int action;
+    vmdr_yaml_path path;
+    const char *prefix[CLEAN_MAX_PREFIXES];
+    size_t prefixlen[CLEAN_MAX_PREFIXES];
+    int nprefix;
+    int names;  /* stack index of a set {name = true}, or 0 */
+    int value;  /* stack index of the value to set, or 0 */
+    int if_present, prune_empty;
+} crule;
+
+static int rule_error(lua_State *L, int index, const char *fmt, const char *detail)
+{
+    return luaL_error(L, "rule %d: %s%s", index, fmt, detail ? detail : "");
+}
+
+static int is_array(lua_State *L, int idx)
+{
+    if (!lua_getmetatable(L, idx))
+        return 0;
+    vmdr_push_array_mt(L);
+    int r = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return r;
+}
+
+static int table_empty(lua_State *L, int idx)
+{
+    lua_pushnil(L);
+    if (lua_next(L, idx) == 0)
+        return 1;
+    lua_pop(L, 2);
+    return 0;
+}
+
+/* Pushes a deep copy of the value at idx (tables keep their metatable). Raises on a
+ * value nested deeper than the codec limit (a cycle included). */
+static void clean_copy(lua_State *L, int idx, int depth, int rule)
+{
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        lua_pushvalue(L, idx);
+        return;
+    }
+    if (depth > VMDR_CODEC_MAX_DEPTH)
+        rule_error(L, rule, "value nests too deep (or contains itself)", NULL);
+    idx = lua_absindex(L, idx);
+    luaL_checkstack(L, 4, "clean");
+    lua_createtable(L, 0, 0);
+    if (lua_getmetatable(L, idx))
+        lua_setmetatable(L, -2);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) { /* stack: copy k v */
+        clean_copy(L, -1, depth + 1, rule);
+        lua_remove(L, -2);
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2); /* stack: copy k k vcopy */
+        lua_rawset(L, -4);
+    }
+}
+
+/* Removes key (at kidx) from the container at t: a map key, or a list element
+ * (the elements after it move down, as table.remove does). */
+static void remove_child(lua_State *L, int t, int kidx)
+{
+    if (lua_type(L, kidx) == LUA_TNUMBER && is_array(L, t)) {
+        lua_Integer i = lua_tointeger(L, kidx), n = (lua_Integer)lua_rawlen(L, t);
+        for (; i < n; i++) {
+            lua_rawgeti(L, t, i + 1);
+            lua_rawseti(L, t, i);
+        }
+        lua_pushnil(L);
+        lua_rawseti(L, t, n);
+        return;
+    }
+    lua_pushvalue(L, kidx);
+    lua_pushnil(L);
+    lua_rawset(L, t);
+}
+
+static int prefix_match(const crule *r, const char *k, size_t n)
+{
+    for (int i = 0; i < r->nprefix; i++)
+        if (n >= r->prefixlen[i] && memcmp(k, r->prefix[i], r->prefixlen[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The action at the end of the path: t is the container of the last segment
+ * (remove, set) or the map itself (remove_keys). Returns 1 if it removed something. */
+static int clean_act(lua_State *L, const crule *r, int t)
+{
+    int removed = 0;
+    if (r->action == ACT_REMOVE_KEYS) {
+        if (is_array(L, t))
+            return 0;
+        lua_pushnil(L);
+        while (lua_next(L, t) != 0) { /* stack: k v */
+            lua_pop(L, 1);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                continue;
+            size_t n;
+            const char *k = lua_tolstring(L, -1, &n);
+            int hit = prefix_match(r, k, n);
+            if (!hit && r->names) {
+                lua_pushvalue(L, -1);
+                hit = lua_rawget(L, r->names) != LUA_TNIL;
+                lua_pop(L, 1);
+            }
+            if (hit) {
+                /* clearing an existing field during lua_next is allowed */
+                lua_pushvalue(L, -1);
+                lua_pushnil(L);
+                lua_rawset(L, t);
+                removed = 1;
+            }
+        }
+        return removed;
+    }
+    const vmdr_yaml_seg *g = &r->path.seg[r->path.n - 1];
+    int arr = is_array(L, t);
+    if (g->kind == VMDR_YAML_SEG_KEY) {
+        if (arr)
+            return 0;
+        lua_pushlstring(L, g->s, g->n); /* stack: key */
+        int present = lua_rawget(L, t) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (r->action == ACT_REMOVE) {
+            if (present) {
+                lua_pushlstring(L, g->s, g->n);
+                lua_pushnil(L);
+                lua_rawset(L, t);
+                removed = 1;
+            }
+        } else if (present || !r->if_present) {
+            lua_pushlstring(L, g->s, g->n);
+            clean_copy(L, r->value, 0, r->index);
+            lua_rawset(L, t);
+        }
+    } else if (g->kind == VMDR_YAML_SEG_INDEX) {
+        lua_Integer n = (lua_Integer)lua_rawlen(L, t);
+        if (!arr || g->index >= n)
+            return 0;
+        if (r->action == ACT_REMOVE) {
+            lua_pushinteger(L, (lua_Integer)g->index + 1);
+            remove_child(L, t, lua_gettop(L));
+            lua_pop(L, 1);
+            removed = 1;
+        } else {
+            clean_copy(L, r->value, 0, r->index);
+            lua_rawseti(L, t, (lua_Integer)g->index + 1);
+        }
+    } else { /* ANY: every element or value */
+        lua_pushnil(L);
+        while (lua_next(L, t) != 0) { /* stack: k v */
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            if (r->action == ACT_REMOVE) {
+                lua_pushnil(L);
+                removed = 1;
+            } else {
+                clean_copy(L, r->value, 0, r->index);
+            }
+            lua_rawset(L, t);
+        }
+    }
+    return removed;
+}
+
+/* Walks segment i of the rule's path from the table at t (whose parent is at
+ * parent, under the key at pkey; 0 for the root). */
+static void clean_walk(lua_State *L, const crule *r, int t, int parent, int pkey, int i)
+{
+    luaL_checkstack(L, 6, "clean");
+    int last = r->action == ACT_REMOVE_KEYS ? r->path.n : r->path.n - 1;
+    if (i == last) {
+        int removed = clean_act(L, r, t);
+        if (removed && r->prune_empty && parent && table_empty(L, t))
+            remove_child(L, parent, pkey);
+        return;
+    }
+    const vmdr_yaml_seg *g = &r->path.seg[i];
+    int top = lua_gettop(L);
+    int arr = is_array(L, t);
+    if (g->kind == VMDR_YAML_SEG_KEY) {
+        if (arr)
+            return;
+        lua_pushlstring(L, g->s, g->n); /* stack: key */
+        lua_pushvalue(L, -1);
+        int ty = lua_rawget(L, t); /* stack: key child */
+        if (ty == LUA_TNIL && r->action == ACT_SET && !r->if_present) {
+            lua_pop(L, 1);
+            lua_newtable(L); /* stack: key child */
+            lua_pushvalue(L, -2);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, t);
+            ty = LUA_TTABLE;
+        }
+        if (ty == LUA_TTABLE)
+            clean_walk(L, r, top + 2, t, top + 1, i + 1);
+    } else if (g->kind == VMDR_YAML_SEG_INDEX) {
+        if (arr && g->index < (int64_t)lua_rawlen(L, t)) {
+            lua_pushinteger(L, (lua_Integer)g->index + 1); /* stack: key */
+            if (lua_rawgeti(L, t, (lua_Integer)g->index + 1) == LUA_TTABLE)
+                clean_walk(L, r, top + 2, t, top + 1, i + 1);
+        }
+    } else if (arr) {
+        /* backwards, so pruning an element does not move ones not yet visited */
+        for (lua_Integer k = (lua_Integer)lua_rawlen(L, t); k >= 1; k--) {
+            lua_pushinteger(L, k);
+            if (lua_rawgeti(L, t, k) == LUA_TTABLE)
+                clean_walk(L, r, top + 2, t, top + 1, i + 1);
+            lua_settop(L, top);
+        }
+    } else {
+        lua_pushnil(L);
+        while (lua_next(L, t) != 0) { /* stack: k v */
+            if (lua_type(L, -1) == LUA_TTABLE)
+                clean_walk(L, r, top + 2, t, top + 1, i + 1);
+            lua_settop(L, top + 1);
+        }
+    }
+    lua_settop(L, top);
+}
+
+/* Pushes the value at a wildcard-free path from the table at t, or nil. */
+static void path_get(lua_State *L, int t, const vmdr_yaml_path *p)
+{
+    lua_pushvalue(L, t);
+    for (int i = 0; i < p->n; i++) {
+        const vmdr_yaml_seg *g = &p->seg[i];
+        if (lua_type(L, -1) != LUA_TTABLE) {
+            lua_pop(L, 1);
+            lua_pushnil(L);
+            return;
+        }
+        if (g->kind == VMDR_YAML_SEG_KEY)
+            lua_pushlstring(L, g->s, g->n);
+        else
+            lua_pushinteger(L, (lua_Integer)g->index + 1);
+        lua_rawget(L, -2);
+        lua_remove(L, -2);
+    }
+}
+
+/* Checks the rule's `when` table (at w) against obj; raises on a malformed one. */
+static int clean_when(lua_State *L, int obj, int w, int index)
+{
+    int ok = 1;
+    lua_pushnil(L);
+    while (lua_next(L, w) != 0) { /* stack: path want */
+        if (lua_type(L, -2) != LUA_TSTRING)
+            rule_error(L, index, "'when' keys must be path strings", NULL);
+        int wt = lua_type(L, -1);
+        if (wt == LUA_TTABLE || wt == LUA_TFUNCTION || wt == LUA_TTHREAD || wt == LUA_TUSERDATA)
+            rule_error(L, index, "'when' values must be strings, numbers, booleans or null",
+                       NULL);
+        size_t n;
+        const char *ps = lua_tolstring(L, -2, &n);
+        vmdr_yaml_path p;
+        vmdr_err err;
+        if (vmdr_yaml_path_parse(&p, ps, n, &err) < 0)
+            rule_error(L, index, "when: ", err.message);
+        for (int i = 0; i < p.n; i++)
+            if (p.seg[i].kind == VMDR_YAML_SEG_ANY)
+                rule_error(L, index, "'when' paths cannot hold wildcards", NULL);
+        if (ok) {
+            path_get(L, obj, &p); /* stack: path want have */
+            ok = lua_rawequal(L, -1, -2);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    return ok;
+}
+
+static const char *const RULE_FIELDS[] = {"remove", "remove_keys", "set", "value", "prefix",
+                                          "names", "when", "if_present", "prune_empty", NULL};
+
+/* Reads rule number index (the table at ri) into r; raises "rule N: ..." on misuse.
+ * Pushes helper values (names set) that must stay until the rule is applied. */
+static void clean_parse(lua_State *L, int ri, int index, crule *r)
+{
+    memset(r, 0, sizeof *r);
+    r->index = index;
+    /* unknown fields are typos that would silently disable a rule */
+    lua_pushnil(L);
+    while (lua_next(L, ri) != 0) {
+        lua_pop(L, 1);
+        int known = 0;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            for (const char *const *f = RULE_FIELDS; *f && !known; f++)
+                known = strcmp(*f, lua_tostring(L, -1)) == 0;
+        if (!known) {
+            lua_pushvalue(L, -1);
+            const char *k = luaL_tolstring(L, -1, NULL);
+            rule_error(L, index, "unknown field ", k);
+        }
+    }
+    static const char *const ACTIONS[] = {"remove", "remove_keys", "set"};
+    const char *pathstr = NULL;
+    size_t pathlen = 0;
+    for (int a = 0; a < 3; a++) {
+        int t = lua_getfield(L, ri, ACTIONS[a]);
+        if (t != LUA_TNIL) {
+            if (r->action)
+                rule_error(L, index, "more than one action (remove, remove_keys, set)", NULL);
+            if (t != LUA_TSTRING)
+                rule_error(L, index, ACTIONS[a], " must be a path string");
+            r->action = a + 1;
+            pathstr = lua_tolstring(L, -1, &pathlen); /* the rule table keeps it alive */
+        }
+        lua_pop(L, 1);
+    }
+    if (!r->action)
+        rule_error(L, index, "no action: needs remove, remove_keys or set", NULL);
+    vmdr_err err;
+    if (vmdr_yaml_path_parse(&r->path, pathstr, pathlen, &err) < 0)
+        rule_error(L, index, "", err.message);
+
+    int t = lua_getfield(L, ri, "prefix");
+    if (t != LUA_TNIL && r->action != ACT_REMOVE_KEYS)
+        rule_error(L, index, "'prefix' goes with remove_keys", NULL);
+    if (t == LUA_TSTRING) {
+        r->prefix[0] = lua_tolstring(L, -1, &r->prefixlen[0]);
+        r->nprefix = 1;
+    } else if (t == LUA_TTABLE) {
+        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+        if (n > CLEAN_MAX_PREFIXES)
+            rule_error(L, index, "more than 32 prefixes", NULL);
+        for (lua_Integer i = 1; i <= n; i++) {
+            if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
+                rule_error(L, index, "'prefix' must be a string or a list of strings", NULL);
+            r->prefix[r->nprefix] = lua_tolstring(L, -1, &r->prefixlen[r->nprefix]);
+            r->nprefix++;
+            lua_pop(L, 1);
+        }
+    } else if (t != LUA_TNIL) {
+        rule_error(L, index, "'prefix' must be a string or a list of strings", NULL);
+    }
+    lua_pop(L, 1);
+
+    t = lua_getfield(L, ri, "names");
+    if (t != LUA_TNIL && r->action != ACT_REMOVE_KEYS)
+        rule_error(L, index, "'names' goes with remove_keys", NULL);
+    if (t == LUA_TTABLE) {
+        lua_newtable(L); /* stack: names set */
+        lua_Integer n = (lua_Integer)lua_rawlen(L, -2);
+        for (lua_Integer i = 1; i <= n; i++) {
+            if (lua_rawgeti(L, -2, i) != LUA_TSTRING)
+                rule_error(L, index, "'names' must be a list of strings", NULL);
+            lua_pushboolean(L, 1);
+            lua_rawset(L, -3);
+        }
+        lua_remove(L, -2); /* stack: set (stays until the rule is applied) */
+        r->names = lua_gettop(L);
+    } else if (t != LUA_TNIL) {
+        rule_error(L, index, "'names' must be a list of strings", NULL);
+    } else {
+        lua_pop(L, 1);
+    }
+    if (r->action == ACT_REMOVE_KEYS && !r->nprefix && !r->names)
+        rule_error(L, index, "remove_keys needs 'prefix' or 'names'", NULL);
+
+    t = lua_getfield(L, ri, "value");
+    if (r->action == ACT_SET) {
+        if (t == LUA_TNIL)
+            rule_error(L, index, "set needs a 'value' (use yaml.null for null)", NULL);
+        if (t == LUA_TFUNCTION || t == LUA_TTHREAD || t == LUA_TUSERDATA)
+            rule_error(L, index, "'value' must be data", NULL);
+        r->value = lua_gettop(L); /* stays until the rule is applied */
+    } else {
+        if (t != LUA_TNIL)
+            rule_error(L, index, "'value' goes with set", NULL);
+        lua_pop(L, 1);
+    }
+
+    t = lua_getfield(L, ri, "if_present");
+    if (t != LUA_TNIL && (t != LUA_TBOOLEAN || r->action != ACT_SET))
+        rule_error(L, index, "'if_present' is a boolean that goes with set", NULL);
+    r->if_present = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    t = lua_getfield(L, ri, "prune_empty");
+    if (t != LUA_TNIL && (t != LUA_TBOOLEAN || r->action == ACT_SET))
+        rule_error(L, index, "'prune_empty' is a boolean that goes with remove or remove_keys",
+                   NULL);
+    r->prune_empty = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    t = lua_getfield(L, ri, "when");
+    if (t != LUA_TNIL && t != LUA_TTABLE)
+        rule_error(L, index, "'when' must be a table of path = value", NULL);
+    lua_pop(L, 1);
+}
+
+/* yaml.clean(obj, rules) -> obj (changed in place); raises "rule N: ..." on a bad rule.
+ * Every rule is checked before any is applied, so a bad list changes nothing. */
+static int yaml_clean(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
+    crule r;
+    for (int pass = 0; pass < 2; pass++) {
+        for (lua_Integer i = 1; i <= n; i++) {
+            int top = lua_gettop(L);
+            luaL_checkstack(L, 10, "clean");
+            if (lua_rawgeti(L, 2, i) != LUA_TTABLE)
+                rule_error(L, (int)i, "a rule must be a table", NULL);
+            int ri = lua_gettop(L);
+            clean_parse(L, ri, (int)i, &r);
+            int applies = 1;
+            if (lua_getfield(L, ri, "when") == LUA_TTABLE)
+                applies = clean_when(L, 1, lua_gettop(L), (int)i);
+            if (pass == 0 && r.value)
+                clean_copy(L, r.value, 0, (int)i); /* a cyclic value raises before any change */
+            if (pass == 1 && applies)
+                clean_walk(L, &r, 1, 0, 0, 0);
+            lua_settop(L, top);
+        }
+    }
+    lua_settop(L, 1);
+    return 1;
+}
+
 /* ---- the module ---------------------------------------------------------------------- */
 
 /* yaml.decode(s) -> value of the first document (null for none) | nil, err */
@@ -1040,6 +1241,7 @@ static const luaL_Reg yaml_funcs[] = {
     {"decode_all", yaml_decode_all},
     {"encode", yaml_encode},
     {"encode_all", yaml_encode_all},
+    {"clean", yaml_clean},
     {NULL, NULL},
 };
 
