@@ -10,21 +10,23 @@ static const char SECRETS_KEY = 's'; /* registry key: a sequence of secret strin
 static int err_tostring(lua_State *L)
 {
     luaL_Buffer b;
+    size_t n = 0;
     lua_getfield(L, 1, "code");
     lua_getfield(L, 1, "message");
+    /* Take both strings before luaL_buffinit: it pushes a placeholder onto the stack. */
+    const char *code = lua_isstring(L, -2) ? lua_tostring(L, -2) : "error";
+    const char *m = lua_isstring(L, -1) ? lua_tolstring(L, -1, &n) : NULL;
     luaL_buffinit(L, &b);
-    luaL_addstring(&b, lua_isstring(L, -2) ? lua_tostring(L, -2) : "error");
-    if (lua_isstring(L, -1)) {
-        size_t n;
-        const char *m = lua_tolstring(L, -1, &n);
+    luaL_addstring(&b, code);
+    if (m) {
         luaL_addstring(&b, ": ");
         luaL_addlstring(&b, m, n);
     }
     luaL_pushresult(&b);
     {
-        size_t n;
-        const char *s = lua_tolstring(L, -1, &n);
-        vmdr_push_redacted(L, s, n);
+        size_t sn;
+        const char *s = lua_tolstring(L, -1, &sn);
+        vmdr_push_redacted(L, s, sn);
     }
     return 1;
 }
