@@ -213,11 +213,29 @@ static int report(lua_State *L)
     if (code == VMDR_EXIT_LUA && interrupt_sig)
         code = VMDR_EXIT_INTERRUPTED;
 
-    luaL_Buffer b;
     int err = lua_absindex(L, -1);
+    int text_type = LUA_TNIL;
+    if (lua_type(L, err) == LUA_TTABLE && luaL_getmetafield(L, err, "__tostring") == LUA_TNIL) {
+        /* A plain {code=, message=} table raised by a script: print it as ours print. */
+        text_type = lua_getfield(L, err, "message"); /* stack: err message */
+        if (text_type == LUA_TSTRING && lua_getfield(L, err, "code") == LUA_TSTRING) {
+            lua_pushfstring(L, "%s: %s", lua_tostring(L, -1), lua_tostring(L, -2));
+            lua_replace(L, -3);
+        }
+        if (text_type == LUA_TSTRING)
+            lua_settop(L, err + 1);
+        else
+            lua_settop(L, err);
+    } else if (lua_type(L, err) == LUA_TTABLE) {
+        lua_pop(L, 1); /* the __tostring luaL_getmetafield pushed */
+    }
+    if (text_type != LUA_TSTRING)
+        luaL_tolstring(L, err, NULL); /* stack: err text */
+
+    luaL_Buffer b;
     luaL_buffinit(L, &b);
     luaL_addstring(&b, "vmdr-run: ");
-    luaL_tolstring(L, err, NULL);
+    lua_pushvalue(L, err + 1);
     luaL_addvalue(&b);
     if (code == VMDR_EXIT_LUA && lua_type(L, err) == LUA_TTABLE) {
         if (lua_getfield(L, err, "traceback") == LUA_TSTRING) {
