@@ -10,23 +10,22 @@ static const char SECRETS_KEY = 's'; /* registry key: a sequence of secret strin
 static int err_tostring(lua_State *L)
 {
     luaL_Buffer b;
-    size_t n = 0;
-    lua_getfield(L, 1, "code");
-    lua_getfield(L, 1, "message");
-    /* Take both strings before luaL_buffinit: it pushes a placeholder onto the stack. */
-    const char *code = lua_isstring(L, -2) ? lua_tostring(L, -2) : "error";
-    const char *m = lua_isstring(L, -1) ? lua_tolstring(L, -1, &n) : NULL;
+    lua_getfield(L, 1, "code");    /* stack: err code */
+    lua_getfield(L, 1, "message"); /* stack: err code message */
+    /* absolute indices: in 5.4 luaL_buffinit pushes a placeholder, shifting -1/-2 */
     luaL_buffinit(L, &b);
-    luaL_addstring(&b, code);
-    if (m) {
+    luaL_addstring(&b, lua_isstring(L, 2) ? lua_tostring(L, 2) : "error");
+    if (lua_isstring(L, 3)) {
+        size_t n;
+        const char *m = lua_tolstring(L, 3, &n);
         luaL_addstring(&b, ": ");
         luaL_addlstring(&b, m, n);
     }
     luaL_pushresult(&b);
     {
-        size_t sn;
-        const char *s = lua_tolstring(L, -1, &sn);
-        vmdr_push_redacted(L, s, sn);
+        size_t n;
+        const char *s = lua_tolstring(L, -1, &n);
+        vmdr_push_redacted(L, s, n);
     }
     return 1;
 }
