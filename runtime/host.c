@@ -1,8 +1,10 @@
 #include "host.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,9 @@
 #endif
 #ifndef VMDR_VERSION
 #define VMDR_VERSION "0.0.0"
+#endif
+#ifndef VMDR_NATIVE_RELDIR
+#define VMDR_NATIVE_RELDIR "../lib/vmdr"
 #endif
 
 /* The single allowed mutable global: which signal asked us to stop (0: none). */
@@ -85,6 +90,39 @@ static int msghandler(lua_State *L)
     }
     luaL_traceback(L, L, msg, 1);
     return 1;
+}
+
+/* The directory of the running executable (no trailing slash); 0 on success. */
+static int exe_dir(char *out, size_t outsz)
+{
+    ssize_t n = readlink("/proc/self/exe", out, outsz - 1);
+    if (n <= 0)
+        return -1;
+    out[n] = '\0';
+    char *slash = strrchr(out, '/');
+    if (slash == NULL)
+        return -1;
+    *slash = '\0';
+    return 0;
+}
+
+/* The preload stub of a lazy module (generated preload_run.c): loads
+ * <exe dir>/VMDR_NATIVE_RELDIR/<mod>.so and runs its luaopen_vmdr_<mod>. The library
+ * stays loaded for the life of the process: its functions may be anywhere in Lua. */
+int vmdr_host_load_native(lua_State *L, const char *mod)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 128], sym[128];
+    if (exe_dir(dir, sizeof dir) != 0)
+        return luaL_error(L, "cannot load vmdr.%s: cannot find the vmdr-run executable", mod);
+    snprintf(path, sizeof path, "%s/" VMDR_NATIVE_RELDIR "/%s.so", dir, mod);
+    snprintf(sym, sizeof sym, "luaopen_vmdr_%s", mod);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL)
+        return luaL_error(L, "cannot load vmdr.%s: %s", mod, dlerror());
+    lua_CFunction open = (lua_CFunction)(uintptr_t)dlsym(h, sym);
+    if (open == NULL)
+        return luaL_error(L, "cannot load vmdr.%s: %s has no %s", mod, path, sym);
+    return open(L);
 }
 
 /* Resolves the Lua tree: <exe dir>/../share/vmdr/lua when installed, else the source tree. */
