@@ -1,8 +1,10 @@
 #include "host.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,9 @@
 #endif
 #ifndef VMDR_VERSION
 #define VMDR_VERSION "0.0.0"
+#endif
+#ifndef VMDR_NATIVE_RELDIR
+#define VMDR_NATIVE_RELDIR "../lib/vmdr"
 #endif
 
 /* The single allowed mutable global: which signal asked us to stop (0: none). */
@@ -85,6 +90,39 @@ static int msghandler(lua_State *L)
     }
     luaL_traceback(L, L, msg, 1);
     return 1;
+}
+
+/* The directory of the running executable (no trailing slash); 0 on success. */
+static int exe_dir(char *out, size_t outsz)
+{
+    ssize_t n = readlink("/proc/self/exe", out, outsz - 1);
+    if (n <= 0)
+        return -1;
+    out[n] = '\0';
+    char *slash = strrchr(out, '/');
+    if (slash == NULL)
+        return -1;
+    *slash = '\0';
+    return 0;
+}
+
+/* The preload stub of a lazy module (generated preload_run.c): loads
+ * <exe dir>/VMDR_NATIVE_RELDIR/<mod>.so and runs its luaopen_vmdr_<mod>. The library
+ * stays loaded for the life of the process: its functions may be anywhere in Lua. */
+int vmdr_host_load_native(lua_State *L, const char *mod)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 128], sym[128];
+    if (exe_dir(dir, sizeof dir) != 0)
+        return luaL_error(L, "cannot load vmdr.%s: cannot find the vmdr-run executable", mod);
+    snprintf(path, sizeof path, "%s/" VMDR_NATIVE_RELDIR "/%s.so", dir, mod);
+    snprintf(sym, sizeof sym, "luaopen_vmdr_%s", mod);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL)
+        return luaL_error(L, "cannot load vmdr.%s: %s", mod, dlerror());
+    lua_CFunction open = (lua_CFunction)(uintptr_t)dlsym(h, sym);
+    if (open == NULL)
+        return luaL_error(L, "cannot load vmdr.%s: %s has no %s", mod, path, sym);
+    return open(L);
 }
 
 /* Resolves the Lua tree: <exe dir>/../share/vmdr/lua when installed, else the source tree. */
@@ -213,11 +251,29 @@ static int report(lua_State *L)
     if (code == VMDR_EXIT_LUA && interrupt_sig)
         code = VMDR_EXIT_INTERRUPTED;
 
-    luaL_Buffer b;
     int err = lua_absindex(L, -1);
+    int text_type = LUA_TNIL;
+    if (lua_type(L, err) == LUA_TTABLE && luaL_getmetafield(L, err, "__tostring") == LUA_TNIL) {
+        /* A plain {code=, message=} table raised by a script: print it as ours print. */
+        text_type = lua_getfield(L, err, "message"); /* stack: err message */
+        if (text_type == LUA_TSTRING && lua_getfield(L, err, "code") == LUA_TSTRING) {
+            lua_pushfstring(L, "%s: %s", lua_tostring(L, -1), lua_tostring(L, -2));
+            lua_replace(L, -3);
+        }
+        if (text_type == LUA_TSTRING)
+            lua_settop(L, err + 1);
+        else
+            lua_settop(L, err);
+    } else if (lua_type(L, err) == LUA_TTABLE) {
+        lua_pop(L, 1); /* the __tostring luaL_getmetafield pushed */
+    }
+    if (text_type != LUA_TSTRING)
+        luaL_tolstring(L, err, NULL); /* stack: err text */
+
+    luaL_Buffer b;
     luaL_buffinit(L, &b);
     luaL_addstring(&b, "vmdr-run: ");
-    luaL_tolstring(L, err, NULL);
+    lua_pushvalue(L, err + 1);
     luaL_addvalue(&b);
     if (code == VMDR_EXIT_LUA && lua_type(L, err) == LUA_TTABLE) {
         if (lua_getfield(L, err, "traceback") == LUA_TSTRING) {

@@ -3,6 +3,8 @@
 --- (a path, else site workflows/, else installed workflows/), runs it, maps the
 --- result to an exit code. Errors raised as {code="usage"|"config"} exit 2.
 local log = require "vmdr.log"
+local config = require "vmdr.config"
+local fs = require "vmdr.fs"
 
 local M = {}
 
@@ -11,10 +13,7 @@ local function usage_error(fmt, ...)
     { __tostring = function(e) return e.message end }), 0)
 end
 
-local function config_error(fmt, ...)
-  error(setmetatable({ code = "config", message = string.format(fmt, ...) },
-    { __tostring = function(e) return e.message end }), 0)
-end
+local config_error = config.error
 
 local function file_exists(path)
   local f = io.open(path, "r")
@@ -22,17 +21,19 @@ local function file_exists(path)
   return false
 end
 
+-- The real working directory: $PWD can be stale (a parent that chdir'ed without
+-- updating it), so ask the kernel.
 local function absolute(path)
   if path:sub(1, 1) == "/" then return path end
-  local cwd = os.getenv("PWD") or "."
+  local cwd = fs.realpath(".") or os.getenv("PWD") or "."
   return cwd .. "/" .. path
 end
 
 local function read_yaml_file(path, what)
-  local f, err = io.open(path, "r")
-  if not f then config_error("cannot read %s '%s': %s", what, path, err) end
-  local text = f:read("a")
-  f:close()
+  local text, err = fs.read(path)
+  if not text then
+    config_error("cannot read %s '%s': %s", what, path, (err.message:gsub("^.-': ", "")))
+  end
   local ok, yaml = pcall(require, "vmdr.yaml")
   if not ok then config_error("cannot read %s '%s': YAML support is not built in", what, path) end
   if text:match("^%s*$") then return {} end
@@ -40,18 +41,6 @@ local function read_yaml_file(path, what)
   if v == nil and derr then config_error("%s '%s': %s", what, path, tostring(derr)) end
   if type(v) ~= "table" then config_error("%s '%s' must hold a mapping", what, path) end
   return v
-end
-
---- Deep-merges src into dst (maps merge, everything else replaces).
-local function merge(dst, src)
-  for k, v in pairs(src) do
-    if type(v) == "table" and type(dst[k]) == "table" and #v == 0 and next(v) ~= nil then
-      merge(dst[k], v)
-    else
-      dst[k] = v
-    end
-  end
-  return dst
 end
 
 --- Sets a dotted key ("git.branch") in t, creating the maps on the way.
@@ -79,7 +68,7 @@ function M.parse_vars(list)
   local vars = {}
   for _, item in ipairs(list) do
     if item:sub(1, 1) == "@" then
-      merge(vars, read_yaml_file(item:sub(2), "variables file"))
+      config.merge(vars, read_yaml_file(item:sub(2), "variables file"))
     else
       local k, v = item:match("^([^=]+)=(.*)$")
       if not k then usage_error("-e '%s': expected KEY=VALUE or @FILE", item) end
@@ -89,35 +78,8 @@ function M.parse_vars(list)
   return vars
 end
 
---- Registers every secret the configuration names (by *_env or *_file keys)
---- with the logger, so no output ever shows them.
-local function register_secrets(cfg)
-  local function walk(t)
-    for k, v in pairs(t) do
-      if type(v) == "table" then
-        walk(v)
-      elseif type(k) == "string" and type(v) == "string" then
-        if k:match("_env$") then
-          local val = os.getenv(v)
-          if val and val ~= "" then log.secret(val) end
-        elseif k:match("token_file$") or k:match("password_file$") or k:match("secret_file$") then
-          local f = io.open(v, "r")
-          if f then
-            local val = f:read("a"):gsub("%s+$", "")
-            f:close()
-            if val ~= "" then log.secret(val) end
-          end
-        end
-      end
-    end
-  end
-  walk(cfg)
-end
-
 local function list_workflows(dirs)
-  local ok, fs = pcall(require, "vmdr.fs")
   local names, seen = {}, {}
-  if not ok then return names end
   for _, d in ipairs(dirs) do
     for _, e in ipairs(fs.list(d) or {}) do
       local name = type(e) == "table" and e.name or e
@@ -156,17 +118,21 @@ function M.main(opts)
   log.configure { level = level, format = opts.log_format or "text" }
 
   -- configuration: -c, else $VMDR_CONFIG, else ./vmdr.yaml when present
-  local cfg = {}
+  local file_cfg
   local cfg_path = opts.config or os.getenv("VMDR_CONFIG")
   if cfg_path and cfg_path ~= "" then
-    cfg = read_yaml_file(cfg_path, "configuration file")
+    file_cfg = read_yaml_file(cfg_path, "configuration file")
   elseif file_exists("vmdr.yaml") then
     cfg_path = absolute("vmdr.yaml")
-    cfg = read_yaml_file(cfg_path, "configuration file")
+    file_cfg = read_yaml_file(cfg_path, "configuration file")
+  else
+    cfg_path = nil
   end
   local vars = M.parse_vars(opts.vars)
-  merge(cfg, vars)
-  register_secrets(cfg)
+  -- secrets first: nothing below may print one, not even a config error
+  if file_cfg then config.register_secrets(file_cfg) end
+  config.register_secrets(vars)
+  local cfg = config.build(file_cfg, vars, cfg_path)
 
   local site_dir = cfg.site_dir or os.getenv("VMDR_SITE_DIR")
   if site_dir == "" then site_dir = nil end
