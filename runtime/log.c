@@ -237,6 +237,13 @@ static int log_level(lua_State *L)
     return 1;
 }
 
+/* log.format() -> "text" | "json" */
+static int log_format(lua_State *L)
+{
+    lua_pushstring(L, get_ctx(L)->json ? "json" : "text");
+    return 1;
+}
+
 /* log.enabled(level) -> boolean */
 static int log_enabled(lua_State *L)
 {
@@ -266,7 +273,7 @@ static int log_redact(lua_State *L)
 static const luaL_Reg log_funcs[] = {
     {"debug", log_debug},     {"info", log_info},       {"warn", log_warn},
     {"error", log_error},     {"configure", log_configure}, {"level", log_level},
-    {"enabled", log_enabled}, {"secret", log_secret},   {"redact", log_redact},
+    {"enabled", log_enabled}, {"format", log_format}, {"secret", log_secret},   {"redact", log_redact},
     {NULL, NULL}};
 
 int luaopen_vmdr_log(lua_State *L)

@@ -1,25 +1,30 @@
 --- vmdr.storage: the storage-driver interface the workflows use, and the loader.
 ---
---- A driver replicates the disks behind PersistentVolumes. Workflows never call
---- librbd or a site's tools directly; they call a driver made by
---- `storage.open(ctx, site)` (site = "source" or "dr"), which is one of:
+--- A driver replicates the disks behind PersistentVolumes between the source and
+--- the DR site. Workflows never call librbd or a site's tools themselves; they
+--- call the driver `storage.open(ctx)` returns, chosen by `storage.driver`:
 ---   ceph  vmdr.storage.ceph over vmdr.rbd (librbd), the default
 ---   exec  a site's own commands, as argv templates (never a shell)
----   none  no storage step (Git-only DR, tests of the Git side)
----   a table returned by the site hooks' `storage_driver(ctx, site)`
+---   none  no storage step (Git-only DR; tests of the Git side)
+--- or the table a site's hooks return from `storage_driver(ctx)`.
 ---
---- Every driver has these methods; `refs` is a list of image references from
---- `driver:image_of(pv)`, and every batch method returns one result per ref, in
---- order: `{ ref = ref, ok = true, already = bool, detail = "..." }` or
---- `{ ref = ref, ok = false, err = {code=, message=} }`.
----   driver:image_of(pv)            -> ref | false, reason (not ours) | nil, err (ours but broken)
----   driver:enable(refs)            mirroring on (idempotent)
----   driver:disable(refs)           mirroring off (never for an image primary on the other site)
----   driver:promote(refs, {force=}) make writable here; graceful first
----   driver:demote(refs)
----   driver:resync(refs)
----   driver:status(refs)            results carry .status = { primary=, state=, last_snapshot= }
----   driver:close()
+--- Every driver has these methods (vmdr.storage.ceph is the reference):
+---   d:volume(pv)                 -> vol {pool=, namespace=, image=, spec=, pv=} | nil, err
+---                                   (err.code "not_rbd": not a volume this driver protects)
+---   d:enable(vols, {site=})      mirroring on (idempotent), default site "source"
+---   d:disable(vols, {site=})     never for an image primary on the other site ("refused")
+---   d:promote(vols, {site=, force=})  graceful, then forced when the peer is unreachable
+---   d:demote(vols, {site=})      entries carry snap_id (the demotion snapshot)
+---   d:resync(vols, {site=})
+---   d:snapshot(vols, {site=})    entries carry snap_id
+---   d:wait_synced(vols, snap_ids, {site=, timeout=})
+---   d:status(vols)               entries: source=, dr=, primary_site=, last_sync_age=
+---   d:close()
+--- Batch methods return a report: one entry per vol, in order,
+---   { image = vol.spec, pv =, site =, result = "ok"|"already"|"failed"|"refused"|"dry_run",
+---     err = {code=, message=}, forced =, snap_id = }
+--- and report.summary = { ok=, already=, failed=, refused=, dry_run= }. A driver honours
+--- ctx.dry_run itself (result "dry_run", nothing changed).
 local proc = require "vmdr.proc"
 
 local M = {}
@@ -28,158 +33,114 @@ local err_mt = { __tostring = function(e) return e.code .. ": " .. e.message end
 local function mkerr(code, fmt, ...)
     return setmetatable({ code = code, message = string.format(fmt, ...) }, err_mt)
 end
-M.mkerr = mkerr
 
---- Whether a PV belongs to one of the configured CSI drivers (matched as suffixes,
---- so "openshift-storage.rbd.csi.ceph.com" and "rook-ceph.rbd.csi.ceph.com" both
---- match ".rbd.csi.ceph.com").
----@param pv table
----@param suffixes string[]
----@return boolean
-function M.csi_driver_matches(pv, suffixes)
-    local csi = pv.spec and pv.spec.csi
-    if type(csi) ~= "table" or type(csi.driver) ~= "string" then return false end
-    for _, sfx in ipairs(suffixes) do
-        if csi.driver == sfx or (#csi.driver > #sfx and csi.driver:sub(-#sfx) == sfx) then
-            return true
-        end
-    end
-    return false
+local function summarize(report)
+    local s = { ok = 0, already = 0, failed = 0, refused = 0, dry_run = 0 }
+    for _, e in ipairs(report) do s[e.result] = (s[e.result] or 0) + 1 end
+    report.summary = s
+    return report
 end
-
---- The generic image reference of a ceph-csi style PV: pool, radosNamespace and
---- imageName from spec.csi.volumeAttributes (DOMAIN.md §3.2).
----@return table|false|nil ref, table|string|nil why
-function M.csi_image_ref(pv, suffixes)
-    local name = pv.metadata and pv.metadata.name or "?"
-    if not M.csi_driver_matches(pv, suffixes) then
-        if pv.spec and pv.spec.rbd then
-            return nil, mkerr("unsupported", "PV %s is an in-tree rbd volume (spec.rbd): migrate it "
-                .. "to ceph-csi before protecting it with vmdr", name)
-        end
-        return false, "not a volume of a configured CSI driver"
-    end
-    local attrs = pv.spec.csi.volumeAttributes or {}
-    local handle = pv.spec.csi.volumeHandle
-    local pool, image = attrs.pool, attrs.imageName
-    if (image == nil or image == "") and type(handle) == "string" then
-        if attrs.staticVolume == "true" then
-            image = handle -- a static PV names its image directly
-        else
-            -- ceph-csi before 3.1 had no imageName: csi-vol-<uuid>, the uuid being the
-            -- handle's last 36 characters (0001-<len>-<clusterID>-<poolID>-<uuid>)
-            local uuid = handle:match("%-(%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x)$")
-            if uuid then image = "csi-vol-" .. uuid end
-        end
-    end
-    if type(pool) ~= "string" or pool == "" or type(image) ~= "string" or image == "" then
-        return nil, mkerr("invalid", "PV %s has no pool and image in spec.csi (volumeAttributes "
-            .. "pool/imageName or a ceph-csi volumeHandle)", name)
-    end
-    local ns = attrs.radosNamespace
-    if ns == "" then ns = nil end
-    return {
-        pv = name,
-        pool = pool,
-        namespace = ns,
-        image = image,
-        id = pool .. "/" .. (ns and (ns .. "/") or "") .. image,
-        volume_handle = pv.spec.csi.volumeHandle,
-    }
-end
+M.summarize = summarize
 
 -- ---------------------------------------------------------------- none ----
 local none = {}
 none.__index = none
 
-function none:image_of(pv) return false, "storage driver 'none'" end
-local function none_batch(_, refs)
-    local out = {}
-    for i, r in ipairs(refs) do out[i] = { ref = r, ok = true, already = true, detail = "storage driver 'none'" } end
-    return out
+function none:volume(pv)
+    return nil, mkerr("not_rbd", "storage driver 'none' protects no volume (PV %s)",
+        tostring(pv.metadata and pv.metadata.name))
 end
-none.enable, none.disable, none.promote, none.demote, none.resync, none.status =
-    none_batch, none_batch, none_batch, none_batch, none_batch, none_batch
+local function none_batch() return summarize({}) end
+for _, op in ipairs { "enable", "disable", "promote", "demote", "resync", "snapshot", "wait_synced", "status" } do
+    none[op] = none_batch
+end
 function none:close() return true end
 
 -- ---------------------------------------------------------------- exec ----
 -- storage.exec.<op>: an argv list whose elements may hold {pool} {namespace}
--- {image} {pv} {id} {volume_handle} {site} {force}; each image runs once.
--- Exit 0 = ok; the status op may print JSON {primary=, state=, last_snapshot=}.
+-- {image} {spec} {pv} {site} {force}; it runs once per image, exit 0 = ok, and
+-- exit 3 = "already" (nothing to do). The ceph driver's PV mapping is reused.
 local exec = {}
 exec.__index = exec
 
-local function expand(argv, ref, extra)
+local function expand(argv, vol, extra)
     local out = {}
     for i, a in ipairs(argv) do
         out[i] = (a:gsub("{([%w_]+)}", function(k)
             local v = extra[k]
-            if v == nil then v = ref[k] end
+            if v == nil then v = vol[k] end
             return v ~= nil and tostring(v) or ""
         end))
     end
     return out
 end
 
-function exec:image_of(pv)
-    return M.csi_image_ref(pv, self.suffixes)
-end
+function exec:volume(pv) return self.mapper:volume(pv) end
 
-function exec:run(op, refs, opts)
+function exec:run(op, vols, opts, default_site)
+    opts = opts or {}
+    local site = opts.site or default_site
     local argv = self.commands[op]
-    local out = {}
-    for i, ref in ipairs(refs) do
+    local report = {}
+    for i, vol in ipairs(vols) do
+        local e = { image = vol.spec, pv = vol.pv, site = site }
+        report[i] = e
         if type(argv) ~= "table" or #argv == 0 then
-            out[i] = { ref = ref, ok = false, err = mkerr("config", "storage.exec.%s is not configured", op) }
+            e.result, e.err = "failed", mkerr("config", "storage.exec.%s is not configured", op)
         else
-            local r, err = proc.run(expand(argv, ref, { site = self.site, force = opts and opts.force and "true" or "false" }),
-                { timeout = self.timeout })
-            if not r then
-                out[i] = { ref = ref, ok = false, err = err }
-            elseif r.status ~= 0 then
-                local msg = (r.stderr ~= "" and r.stderr or r.stdout):gsub("%s+$", "")
-                out[i] = { ref = ref, ok = false, err = mkerr("failed", "%s %s exited %s: %s", op, ref.id,
-                    tostring(r.status or r.signal), msg) }
+            local cmd = expand(argv, vol, { site = site, force = opts.force and "true" or "false" })
+            if self.dry_run then
+                e.result = "dry_run"
+                self.log.info("dry run: would run", { argv = table.concat(cmd, " ") })
             else
-                out[i] = { ref = ref, ok = true, detail = (r.stdout:gsub("%s+$", "")) }
-                if op == "status" then
-                    local okj, json = pcall(require, "vmdr.json")
-                    local st = okj and json.decode(r.stdout)
-                    if type(st) == "table" then out[i].status = st end
+                local r, err = proc.run(cmd, { timeout = self.timeout })
+                if not r then
+                    e.result, e.err = "failed", err
+                elseif r.status == 0 then
+                    e.result = "ok"
+                elseif r.status == 3 then
+                    e.result = "already"
+                else
+                    local msg = (r.stderr ~= "" and r.stderr or r.stdout):gsub("%s+$", "")
+                    e.result, e.err = "failed", mkerr("failed", "%s %s exited %s: %s", op, vol.spec,
+                        tostring(r.status or ("signal " .. tostring(r.signal))), msg)
                 end
             end
         end
     end
-    return out
+    return summarize(report)
 end
-for _, op in ipairs { "enable", "disable", "promote", "demote", "resync", "status" } do
-    exec[op] = function(self, refs, opts) return self:run(op, refs, opts) end
+local defaults = { enable = "source", disable = "source", promote = "dr", demote = "source",
+    resync = "source", snapshot = "source", status = "dr" }
+for op, site in pairs(defaults) do
+    exec[op] = function(self, vols, opts) return self:run(op, vols, opts, site) end
 end
+function exec:wait_synced(vols, _, opts) return self:run("wait_synced", vols, opts, "dr") end
 function exec:close() return true end
 
 -- -------------------------------------------------------------- loader ----
 
---- Opens the storage driver the configuration names, for one site.
+--- Opens the storage driver the configuration names.
 ---@param ctx table
----@param site "source"|"dr"
 ---@return table|nil driver, table|nil err
-function M.open(ctx, site)
+function M.open(ctx)
     local cfg = ctx.config.storage or {}
-    local suffixes = cfg.csi_drivers or { ".rbd.csi.ceph.com" }
     if ctx.hooks and type(ctx.hooks.storage_driver) == "function" then
-        local d, err = ctx.hooks.storage_driver(ctx, site)
+        local d, err = ctx.hooks.storage_driver(ctx)
         if d ~= nil or err ~= nil then return d, err end
     end
     local name = cfg.driver or "ceph"
     if name == "none" then
-        return setmetatable({ site = site }, none)
+        return setmetatable({}, none)
     elseif name == "exec" then
-        local commands = cfg.exec or {}
-        return setmetatable({ site = site, commands = commands, suffixes = suffixes,
-            timeout = tonumber(commands.timeout) or 300 }, exec)
-    elseif name == "ceph" then
         local ceph = require "vmdr.storage.ceph"
-        return ceph.open(ctx, site)
+        local mapper, err = ceph.new(ctx) -- only its PV -> image mapping is used
+        if not mapper then return nil, err end
+        local commands = cfg.exec or {}
+        return setmetatable({ commands = commands, mapper = mapper, dry_run = ctx.dry_run,
+            log = ctx.log, timeout = tonumber(commands.timeout) or 300 }, exec)
+    elseif name == "ceph" then
+        return require("vmdr.storage.ceph").new(ctx)
     end
     return nil, mkerr("config", "storage.driver must be ceph, exec or none (got %q)", tostring(name))
 end

@@ -1,0 +1,113 @@
+--- vmdr.dr: what every workflow sets up the same way: site hooks, the repository
+--- layout, the Kubernetes clients, the storage drivers, the VM selector.
+--- Each function takes ctx (as vmdr-run builds it) and caches on it.
+local config = require "vmdr.config"
+local fs = require "vmdr.fs"
+local layout = require "vmdr.layout"
+local selector = require "vmdr.selector"
+
+local M = {}
+
+local err_mt = { __tostring = function(e) return e.code .. ": " .. e.message end }
+
+--- An error table like the native modules return.
+---@return table
+function M.err(code, fmt, ...)
+    return setmetatable({ code = code, message = string.format(fmt, ...) }, err_mt)
+end
+
+--- The site hooks: `<site_dir>/hooks.lua` returns a table of functions (see
+--- docs/customizing.md); no site directory or no file means no hooks.
+---@param ctx table
+---@return table hooks
+function M.hooks(ctx)
+    if ctx.hooks then return ctx.hooks end
+    local hooks = {}
+    if ctx.site_dir then
+        local path = ctx.site_dir .. "/hooks.lua"
+        if fs.exists(path) then
+            local chunk, err = loadfile(path, "t")
+            if not chunk then config.error("site hooks %s: %s", path, err) end
+            local ok, res = pcall(chunk, ctx)
+            if not ok then config.error("site hooks %s failed: %s", path, tostring(res)) end
+            if type(res) ~= "table" then config.error("site hooks %s must return a table", path) end
+            hooks = res
+        end
+    end
+    ctx.hooks = hooks
+    return hooks
+end
+
+--- The manifests-repository layout for this DR cluster.
+---@param ctx table
+---@return table layout
+function M.layout(ctx)
+    if ctx.layout then return ctx.layout end
+    config.require_keys(ctx.config, { "cluster_name" }, "this workflow")
+    local lay, err = layout.new { root = ctx.config.git.root, cluster = ctx.config.cluster_name }
+    if not lay then config.error("cluster_name / git.root: %s", err.message) end
+    ctx.layout = lay
+    return lay
+end
+
+--- A Kubernetes client for "source" or "dr" (config `source:` / `dr:`; in-cluster
+--- when the section names no kubeconfig).
+---@param ctx table
+---@param site "source"|"dr"
+---@return table|nil client, table|nil err
+function M.client(ctx, site)
+    ctx.clients = ctx.clients or {}
+    if ctx.clients[site] then return ctx.clients[site] end
+    local k8s = require "vmdr.k8s"
+    local sec = ctx.config[site] or {}
+    local c, err = k8s.client { kubeconfig = sec.kubeconfig, context = sec.context }
+    if not c then return nil, err end
+    ctx.clients[site] = c
+    return c
+end
+
+--- The storage driver (both sites; operations take {site=}).
+---@return table|nil driver, table|nil err
+function M.storage(ctx)
+    if ctx.driver then return ctx.driver end
+    M.hooks(ctx)
+    local d, err = require("vmdr.storage").open(ctx)
+    if not d then return nil, err end
+    ctx.driver = d
+    return d
+end
+
+--- Closes what the helpers above opened.
+function M.close(ctx)
+    if ctx.driver and ctx.driver.close then ctx.driver:close() end
+    for _, c in pairs(ctx.clients or {}) do if c.close then c:close() end end
+    ctx.driver, ctx.clients = nil, nil
+end
+
+--- The group a workflow acts on: `-e vm_selector=...` (full Kubernetes selector
+--- syntax), or every VM with `-e all=true`. A malformed or missing selector is a
+--- configuration error (exit 2), never "match everything".
+---@param ctx table
+---@return table|nil sel parsed selector (nil with all=true), string text
+function M.vm_selector(ctx)
+    local text = ctx.config.vm_selector
+    local all = ctx.config.all == true or ctx.config.all == "true"
+    if all and text then config.error("give either vm_selector or all=true, not both") end
+    if all then return nil, "(all)" end
+    if type(text) ~= "string" or text == "" then
+        config.error("vm_selector is required (e.g. -e vm_selector=app-tier=database), "
+            .. "or -e all=true for every protected VM")
+    end
+    local sel, err = selector.parse(text)
+    if not sel then config.error("vm_selector %q: %s", text, err.message or tostring(err)) end
+    return sel, text
+end
+
+--- Whether a VM object matches the DR label selector of the configuration.
+function M.is_protected(ctx, vm)
+    ctx._dr_sel = ctx._dr_sel or assert(selector.parse(ctx.config.label_selector))
+    local labels = vm.metadata and vm.metadata.labels or {}
+    return selector.match(ctx._dr_sel, labels)
+end
+
+return M

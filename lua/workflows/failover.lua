@@ -1,0 +1,103 @@
+-- failover: make the replicated disks of a group of VMs writable on the DR site.
+--
+--   vmdr-run failover -e vm_selector=app-tier=database [-e force=true] [--dry-run]
+--   vmdr-run failover -e all=true
+--
+-- Works from Git alone (the source site may be gone): the VMs in the manifests
+-- repository whose labels match the selector -> their PVCs -> PVs -> RBD images,
+-- promoted on the DR storage, many in parallel. The driver tries a graceful
+-- promote first and forces only when the peer cannot be reached (or -e force=true).
+-- Already primary counts as done, so a re-run finishes what a failed run left.
+-- Git is never changed: powering the group on is the separate, explicit
+-- `vmdr-run activate` step this prints at the end. Exit 1 if any image failed.
+local ctx = ...
+local config = require "vmdr.config"
+local dr = require "vmdr.dr"
+local repo = require "vmdr.repo"
+local report = require "vmdr.report"
+local selector = require "vmdr.selector"
+local sync = require "vmdr.sync"
+
+local log = ctx.log
+config.require_keys(ctx.config, { "cluster_name", "git.url", "git.workdir" }, "failover")
+dr.hooks(ctx)
+local lay = dr.layout(ctx)
+local sel, sel_text = dr.vm_selector(ctx)
+local force = ctx.config.force == true
+
+-- the group, from Git
+local snap, serr = repo.snapshot(ctx)
+if not snap then return nil, "reading the manifests repository: " .. tostring(serr) end
+local group, unreadable = {}, {}
+for _, e in ipairs(sync.stored_vms(snap, lay)) do
+    if e.err then
+        unreadable[#unreadable + 1] = e
+    elseif not sel or selector.match(sel, e.vm.metadata.labels or {}) then
+        group[#group + 1] = sync.stored_bundle(snap, lay, e)
+    end
+end
+snap:close()
+for _, e in ipairs(unreadable) do log.error("unreadable VM file skipped", { file = e.path, reason = e.err }) end
+if #group == 0 then
+    return nil, string.format("no VM in Git matches %s: nothing to fail over (check the selector)", sel_text)
+end
+
+local storage, derr = dr.storage(ctx)
+if not storage then return nil, "opening the DR storage: " .. tostring(derr) end
+local refs, by_vm, problems = sync.images(storage, group)
+for _, p in ipairs(problems) do log.error("disk cannot be failed over", { vm = p.vm, reason = p.err }) end
+
+local results = {}
+if #refs > 0 then
+    for _, e in ipairs(storage:promote(refs, { site = "dr", force = force })) do results[e.image] = e end
+end
+
+-- the report: per VM and per image
+local rows, failed, done = {}, 0, 0
+for _, b in ipairs(group) do
+    local key = b.ns .. "/" .. b.name
+    for _, p in ipairs(b.problems) do
+        rows[#rows + 1] = { b.ns, b.name, "-", "FAILED", p }
+        failed = failed + 1
+    end
+    for _, vol in ipairs(by_vm[key]) do
+        local e = results[vol.spec]
+        local state
+        if not e or e.result == "failed" or e.result == "refused" then
+            state = "FAILED"
+        elseif e.result == "already" then
+            state = "already primary"
+        elseif e.result == "dry_run" then
+            state = "would promote"
+        elseif e.forced then
+            state = "promoted (forced)"
+        else
+            state = "promoted"
+        end
+        if state == "FAILED" then failed = failed + 1 else done = done + 1 end
+        rows[#rows + 1] = { b.ns, b.name, vol.spec, state,
+            e and e.err and tostring(e.err) or (e and e.seconds and string.format("%.2fs", e.seconds)) or "" }
+    end
+end
+for _, p in ipairs(problems) do failed = failed + 1 end
+
+if report.machine(ctx) then
+    local out = {}
+    for _, r in ipairs(rows) do out[#out + 1] = { namespace = r[1], vm = r[2], image = r[3], state = r[4], detail = r[5] } end
+    report.emit({ json = true }, { workflow = "failover", selector = sel_text, images = out, failed = failed })
+else
+    report.table({ "NAMESPACE", "VM", "IMAGE", "RESULT", "DETAIL" }, rows)
+    io.stdout:write("\n")
+    if failed == 0 then
+        io.stdout:write(string.format("%d image(s) of %d VM(s) are writable on the DR site.\n", done, #group))
+        io.stdout:write("Next step: power the group on through the control panel:\n")
+        io.stdout:write(string.format("  vmdr-run activate -e vm_selector=%s\n",
+            sel and selector.canonical(sel) or "<selector>"))
+    else
+        io.stdout:write(string.format("%d image(s) failed: fix and run the same command again "
+            .. "(promoted images are left as they are).\n", failed))
+    end
+end
+dr.close(ctx)
+if failed > 0 then return nil, string.format("%d image(s) not promoted", failed) end
+return true

@@ -1,0 +1,100 @@
+-- reconcile: make the manifests repository and the disk mirroring match every
+-- DR-enabled VM of the source cluster.
+--
+--   vmdr-run reconcile [-e namespace=NS] [--dry-run]
+--
+-- 1. List the labelled VMs, then all PVCs and PVs: three list calls whatever the
+--    number of VMs, joined in memory. A list that fails stops the run.
+-- 2. Enable mirroring for every disk (already enabled is fine; clones are flattened).
+-- 3. In one repository transaction: create the layout if missing, write the files
+--    whose cleaned bytes changed, regenerate the kustomizations touched; one commit,
+--    one push (redone on the new remote state if another writer got there first).
+-- A VM that cannot be exported completely (a claim missing or unbound, a hostile
+-- name) is reported and skipped; the others are still synced. Exit 1 if any failed.
+local ctx = ...
+local dr = require "vmdr.dr"
+local inventory = require "vmdr.inventory"
+local report = require "vmdr.report"
+local repo = require "vmdr.repo"
+local sync = require "vmdr.sync"
+local config = require "vmdr.config"
+local time = require "vmdr.time"
+
+local log = ctx.log
+local t0 = time.monotonic()
+config.require_keys(ctx.config, { "cluster_name", "git.url", "git.workdir" }, "reconcile")
+dr.hooks(ctx)
+local lay = dr.layout(ctx)
+local only_ns = ctx.config.namespace
+
+-- 1. the live state
+local src, err = dr.client(ctx, "source")
+if not src then return nil, "source cluster: " .. tostring(err) end
+local vms, pvcs, pvs
+vms, err = src:list("virtualmachines.kubevirt.io",
+    { labelSelector = ctx.config.label_selector, namespace = only_ns })
+if not vms then return nil, "listing VirtualMachines: " .. tostring(err) end
+pvcs, err = src:list("persistentvolumeclaims", { namespace = only_ns })
+if not pvcs then return nil, "listing PersistentVolumeClaims: " .. tostring(err) end
+pvs, err = src:list("persistentvolumes", {})
+if not pvs then return nil, "listing PersistentVolumes: " .. tostring(err) end
+local bundles = inventory.bundles(vms, pvcs, pvs)
+log.info("listed the source cluster", { vms = #bundles, pvcs = #pvcs.items, pvs = #pvs.items,
+    seconds = string.format("%.2f", time.monotonic() - t0) })
+
+local rendered = sync.render(ctx, lay, bundles)
+for _, f in ipairs(rendered.failed) do
+    log.error("VM not exported", { vm = f.ns .. "/" .. f.name, reason = f.err })
+end
+
+-- 2. mirroring for every disk of the VMs that will be written
+local ok_bundles = {}
+for _, v in ipairs(rendered.vms) do ok_bundles[#ok_bundles + 1] = v.bundle end
+local storage
+storage, err = dr.storage(ctx)
+if not storage then return nil, "storage: " .. tostring(err) end
+local vols, _, problems = sync.images(storage, ok_bundles)
+for _, p in ipairs(problems) do
+    log.error("disk not protected", { vm = p.vm, reason = p.err })
+end
+local images = { enabled = 0, already = 0, failed = 0 }
+if #vols > 0 then
+    for _, e in ipairs(storage:enable(vols)) do
+        if e.result == "failed" or e.result == "refused" then
+            images.failed = images.failed + 1
+            log.error("enabling mirroring failed", { image = e.image, err = tostring(e.err) })
+        elseif e.result == "already" then
+            images.already = images.already + 1
+        else
+            images.enabled = images.enabled + 1
+        end
+    end
+end
+
+-- 3. the repository
+local result
+result, err = repo.transaction(ctx, function(tx)
+    local stats, werr = sync.write(ctx, tx, lay, rendered)
+    if not stats then return nil, werr end
+    tx:set_message(string.format("vmdr reconcile: %d VM(s) changed\n\n%s", stats.written,
+        table.concat(stats.changed_vms, "\n")))
+    return stats
+end)
+if not result then dr.close(ctx); return nil, "manifests repository: " .. tostring(err) end
+local stats = result.value
+
+local failed = #rendered.failed + #problems + images.failed
+if report.machine(ctx) then
+    report.emit({ json = true }, {
+        workflow = "reconcile", vms = #bundles, written = stats.written, unchanged = stats.unchanged,
+        failed = #rendered.failed, images = images, commit = result.commit or false,
+        dry_run = ctx.dry_run or false,
+    })
+else
+    report.table({ "VMs", "written", "unchanged", "failed", "images enabled", "already", "image errors", "commit" },
+        { { #bundles, stats.written, stats.unchanged, #rendered.failed + #problems, images.enabled,
+            images.already, images.failed, result.commit or (ctx.dry_run and "(dry run)" or "none") } })
+end
+dr.close(ctx)
+if failed > 0 then return nil, string.format("%d VM(s) or disk(s) failed; see the log above", failed) end
+return true
