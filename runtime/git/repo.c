@@ -56,6 +56,9 @@ int vmdr_git__set_error(vmdr_err *e, int rc, const char *what)
         break;
     }
     vmdr_err_set(e, code, rc, "%s: %s", what, msg);
+    size_t l = strlen(e->message);
+    while (l > 0 && (e->message[l - 1] == '\n' || e->message[l - 1] == ' '))
+        e->message[--l] = '\0';
     git_error_clear();
     return -1;
 }
