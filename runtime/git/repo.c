@@ -506,11 +506,9 @@ static int build_level(vmdr_git_repo *r, const git_tree *base, git_change **v, s
         const char *slash = strchr(rest, '/');
         if (!slash) {
             if (v[i]->removed) {
-                rc = git_treebuilder_remove(bld, rest);
-                if (rc == GIT_ENOTFOUND) {
-                    git_error_clear();
-                    rc = 0;
-                }
+                /* libgit2 reports a missing entry as a plain -1: look first. */
+                if (git_treebuilder_get(bld, rest))
+                    rc = git_treebuilder_remove(bld, rest);
             } else {
                 rc = git_treebuilder_insert(NULL, bld, rest, &v[i]->oid, GIT_FILEMODE_BLOB);
             }
@@ -544,11 +542,8 @@ static int build_level(vmdr_git_repo *r, const git_tree *base, git_change **v, s
             return -1;
         }
         if (subempty) {
-            rc = git_treebuilder_remove(bld, name);
-            if (rc == GIT_ENOTFOUND) {
-                git_error_clear();
-                rc = 0;
-            }
+            if (git_treebuilder_get(bld, name))
+                rc = git_treebuilder_remove(bld, name);
         } else {
             rc = git_treebuilder_insert(NULL, bld, name, &subid, GIT_FILEMODE_TREE);
         }
