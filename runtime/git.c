@@ -1,0 +1,422 @@
+/* vmdr.git: the Lua binding of the git core (runtime/git/). Argument checks raise;
+ * every expected failure is nil, err with the message redacted of secrets. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <git2.h>
+
+#include "git/git.h"
+#include "lutil.h"
+
+#define REPO_META "vmdr.git.Repo"
+#define LOCK_META "vmdr.git.Lock"
+
+typedef struct repo_box {
+    vmdr_git_repo *r;
+} repo_box;
+
+typedef struct lock_box {
+    int fd;
+} lock_box;
+
+static int push_git_err(lua_State *L, const vmdr_err *e)
+{
+    lua_pushnil(L);
+    vmdr_push_redacted(L, e->message, strlen(e->message)); /* stack: nil msg */
+    vmdr_push_errtable(L, e->code[0] ? e->code : "error", lua_tostring(L, -1), e->status);
+    lua_remove(L, -2);
+    return 2;
+}
+
+/* Does s hold a registered secret? (a write or message carrying the token is refused) */
+static int has_secret(lua_State *L, const char *s, size_t n)
+{
+    vmdr_push_redacted(L, s, n);
+    size_t rn;
+    const char *r = lua_tolstring(L, -1, &rn);
+    int differs = rn != n || memcmp(r, s, n) != 0;
+    lua_pop(L, 1);
+    return differs;
+}
+
+static vmdr_git_repo *check_repo(lua_State *L)
+{
+    repo_box *b = luaL_checkudata(L, 1, REPO_META);
+    if (!b->r)
+        luaL_error(L, "attempt to use a closed " REPO_META);
+    return b->r;
+}
+
+/* Reads the options table at idx; string pointers stay valid while it is on the stack. */
+static void check_opts(lua_State *L, int idx, vmdr_git_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    if (!lua_isnoneornil(L, idx))
+        luaL_checktype(L, idx, LUA_TTABLE);
+    o->url = vmdr_opt_string(L, idx, "url", NULL);
+    o->branch = vmdr_opt_string(L, idx, "branch", NULL);
+    o->user = vmdr_opt_string(L, idx, "user", NULL);
+    size_t tl = 0;
+    o->token = vmdr_opt_lstring(L, idx, "token", &tl);
+    if (o->token && tl == 0)
+        o->token = NULL;
+    if (o->token)
+        vmdr_secret_add(L, o->token, tl);
+    o->ssh_key = vmdr_opt_string(L, idx, "ssh_key", NULL);
+    o->ssh_pubkey = vmdr_opt_string(L, idx, "ssh_pubkey", NULL);
+    o->ssh_passphrase = vmdr_opt_string(L, idx, "ssh_passphrase", NULL);
+    if (o->ssh_passphrase)
+        vmdr_secret_add(L, o->ssh_passphrase, strlen(o->ssh_passphrase));
+    o->known_hosts = vmdr_opt_string(L, idx, "known_hosts", NULL);
+    o->accept_unknown_host = vmdr_opt_boolean(L, idx, "accept_unknown_host_key", 0);
+    o->ca_file = vmdr_opt_string(L, idx, "ca_file", NULL);
+}
+
+static repo_box *new_repo_box(lua_State *L)
+{
+    /* Created closed before the clone is opened, so a raise cannot leak it. */
+    repo_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+    b->r = NULL;
+    luaL_setmetatable(L, REPO_META);
+    return b;
+}
+
+/* git.open(path [, opts]) -> Repo | nil, err */
+static int gitmod_open(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    vmdr_git_opts o;
+    vmdr_err e;
+    check_opts(L, 2, &o);
+    repo_box *b = new_repo_box(L);
+    vmdr_err_clear(&e);
+    if (vmdr_git_open(&b->r, path, &o, &e) < 0)
+        return push_git_err(L, &e);
+    return 1;
+}
+
+/* git.clone(url, path [, opts]) -> Repo | nil, err */
+static int gitmod_clone(lua_State *L)
+{
+    const char *url = luaL_checkstring(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    vmdr_git_opts o;
+    vmdr_err e;
+    check_opts(L, 3, &o);
+    o.url = url;
+    repo_box *b = new_repo_box(L);
+    vmdr_err_clear(&e);
+    if (vmdr_git_clone(&b->r, path, &o, &e) < 0)
+        return push_git_err(L, &e);
+    return 1;
+}
+
+/* git.check_path(path) -> true | nil, err */
+static int gitmod_check_path(lua_State *L)
+{
+    vmdr_err e;
+    vmdr_err_clear(&e);
+    if (vmdr_git_check_path(luaL_checkstring(L, 1), &e) < 0)
+        return push_git_err(L, &e);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* git.features() -> {version=, https=, ssh=, threads=} */
+static int gitmod_features(lua_State *L)
+{
+    int maj, min, rev;
+    git_libgit2_version(&maj, &min, &rev);
+    int f = git_libgit2_features();
+    lua_createtable(L, 0, 4);
+    lua_pushfstring(L, "%d.%d.%d", maj, min, rev);
+    lua_setfield(L, -2, "version");
+    lua_pushboolean(L, f & GIT_FEATURE_HTTPS);
+    lua_setfield(L, -2, "https");
+    lua_pushboolean(L, f & GIT_FEATURE_SSH);
+    lua_setfield(L, -2, "ssh");
+    lua_pushboolean(L, f & GIT_FEATURE_THREADS);
+    lua_setfield(L, -2, "threads");
+    return 1;
+}
+
+/* git.lock(path [, timeout=60]) -> Lock | nil, err   (flock: released on close or death) */
+static int gitmod_lock(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    double timeout = luaL_optnumber(L, 2, 60.0);
+    vmdr_err e;
+    lock_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+    b->fd = -1;
+    luaL_setmetatable(L, LOCK_META);
+    vmdr_err_clear(&e);
+    if (vmdr_git_lock(&b->fd, path, timeout, &e) < 0)
+        return push_git_err(L, &e);
+    return 1;
+}
+
+/* lock:close() -> true (idempotent; also __gc and __close) */
+static int lock_close(lua_State *L)
+{
+    lock_box *b = luaL_checkudata(L, 1, LOCK_META);
+    if (b->fd >= 0) {
+        flock(b->fd, LOCK_UN);
+        close(b->fd);
+        b->fd = -1;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int lock_tostring(lua_State *L)
+{
+    lock_box *b = luaL_checkudata(L, 1, LOCK_META);
+    if (b->fd < 0)
+        lua_pushstring(L, LOCK_META " (closed)");
+    else
+        lua_pushfstring(L, LOCK_META " (fd %d)", b->fd);
+    return 1;
+}
+
+/* repo:close() -> true (idempotent; also __gc and __close) */
+static int repo_close(lua_State *L)
+{
+    repo_box *b = luaL_checkudata(L, 1, REPO_META);
+    vmdr_git_free(b->r);
+    b->r = NULL;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int repo_tostring(lua_State *L)
+{
+    repo_box *b = luaL_checkudata(L, 1, REPO_META);
+    if (!b->r)
+        lua_pushstring(L, REPO_META " (closed)");
+    else
+        lua_pushfstring(L, REPO_META " (%s)", vmdr_git_workdir(b->r));
+    return 1;
+}
+
+static int ok_or_err(lua_State *L, int rc, const vmdr_err *e)
+{
+    if (rc < 0)
+        return push_git_err(L, e);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* repo:fetch() -> true | nil, err */
+static int repo_fetch(lua_State *L)
+{
+    vmdr_git_repo *r = check_repo(L);
+    vmdr_err e;
+    vmdr_err_clear(&e);
+    return ok_or_err(L, vmdr_git_fetch(r, &e), &e);
+}
+
+/* repo:reset_to_remote() -> true | nil, err   (hard: the clone is machine-owned) */
+static int repo_reset_to_remote(lua_State *L)
+{
+    vmdr_git_repo *r = check_repo(L);
+    vmdr_err e;
+    vmdr_err_clear(&e);
+    return ok_or_err(L, vmdr_git_reset_to_remote(r, &e), &e);
+}
+
+/* repo:clear_locks() -> true   (only while holding the clone's git.lock) */
+static int repo_clear_locks(lua_State *L)
+{
+    vmdr_git_repo *r = check_repo(L);
+    vmdr_err e;
+    vmdr_err_clear(&e);
+    return ok_or_err(L, vmdr_git_clear_locks(r, &e), &e);
+}
+
+/* repo:read(path) -> bytes | nil, err ("not_found" when absent) */
+static int repo_read(lua_State *L)
+{
+    vmdr_git_repo *r = check_repo(L);
+    const char *path = luaL_checkstring(L, 2);
+    char *data;
+    size_t len;
+    vmdr_err e;
+    vmdr_err_clear(&e);
+    if (vmdr_git_read(r, path, &data, &len, &e) < 0)
+        return push_git_err(L, &e);
+    lua_pushlstring(L, data, len); /* may raise on memory: free after */
+    free(data);
+    return 1;
+}
+
+/* repo:list([dir]) -> {names...} sorted, directories end in "/"; a missing dir is {} */
+static int repo_list(lua_State *L)
+{
+    vmdr_git_repo *r = check_repo(L);
+    const char *dir = luaL_optstring(L, 2, "");
+    char **names;
+    size_t n;
+    vmdr_err e;
+    vmdr_err_clear(&e);
+    if (vmdr_git_list(r, dir, &names, &n, &e) < 0)
+        return push_git_err(L, &e);
+    /* Copy to Lua first, then free: a memory error while pushing must not leak. */
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushstring(L, names[i]);
+        free(names[i]);
+        names[i] = NULL;
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    free(names);
+    return 1;
+}
+
+/* repo:write(path, bytes) -> true | nil, err */
+static int repo_write(lua_State *L)
+{
+    vmdr_git_repo *r = check_repo(L);
+    const char *path = luaL_checkstring(L, 2);
+    size_t len;
+    const char *data = luaL_checklstring(L, 3, &len);
+    vmdr_err e;
+    vmdr_err_clear(&e);
+    if (has_secret(L, data, len))
+        return vmdr_push_fail(L, "invalid", 0, "refusing to write a secret into '%s'", path);
+    return ok_or_err(L, vmdr_git_write(r, path, data, len, &e), &e);
+}
+
+/* repo:remove(path) -> true (removed) | false (was not there) | nil, err */
+static int repo_remove(lua_State *L)
+{
+    vmdr_git_repo *r = check_repo(L);
+    const char *path = luaL_checkstring(L, 2);
+    int removed;
+    vmdr_err e;
+    vmdr_err_clear(&e);
+    if (vmdr_git_remove(r, path, &removed, &e) < 0)
+        return push_git_err(L, &e);
+    lua_pushboolean(L, removed);
+    return 1;
+}
+
+/* repo:commit(msg [, {author={name=, email=}}]) -> id | false (nothing changed) | nil, err */
+static int repo_commit(lua_State *L)
+{
+    vmdr_git_repo *r = check_repo(L);
+    size_t ml;
+    const char *msg = luaL_checklstring(L, 2, &ml);
+    const char *name = "vmdr", *email = "vmdr@localhost";
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        if (lua_getfield(L, 3, "author") != LUA_TNIL) { /* stack: repo msg opts author */
+            luaL_argexpected(L, lua_istable(L, -1), 3, "author as {name=, email=}");
+            name = vmdr_opt_string(L, -1, "name", name);
+            email = vmdr_opt_string(L, -1, "email", email);
+        }
+    }
+    if (has_secret(L, msg, ml))
+        return vmdr_push_fail(L, "invalid", 0, "refusing to put a secret in a commit message");
+    char hex[41];
+    int changed;
+    vmdr_err e;
+    vmdr_err_clear(&e);
+    if (vmdr_git_commit(r, msg, name, email, hex, &changed, &e) < 0)
+        return push_git_err(L, &e);
+    if (changed)
+        lua_pushstring(L, hex);
+    else
+        lua_pushboolean(L, 0);
+    return 1;
+}
+
+/* repo:push() -> true | nil, err ("rejected" with the server's reason) */
+static int repo_push(lua_State *L)
+{
+    vmdr_git_repo *r = check_repo(L);
+    vmdr_err e;
+    vmdr_err_clear(&e);
+    return ok_or_err(L, vmdr_git_push(r, &e), &e);
+}
+
+/* repo:head() -> id | false (empty branch) | nil, err */
+static int repo_head(lua_State *L)
+{
+    vmdr_git_repo *r = check_repo(L);
+    char hex[41];
+    int born;
+    vmdr_err e;
+    vmdr_err_clear(&e);
+    if (vmdr_git_head(r, hex, &born, &e) < 0)
+        return push_git_err(L, &e);
+    if (born)
+        lua_pushstring(L, hex);
+    else
+        lua_pushboolean(L, 0);
+    return 1;
+}
+
+/* repo:diff() -> unified diff of the pending changes ("" when none) | nil, err */
+static int repo_diff(lua_State *L)
+{
+    vmdr_git_repo *r = check_repo(L);
+    char *out;
+    size_t len;
+    vmdr_err e;
+    vmdr_err_clear(&e);
+    if (vmdr_git_diff(r, &out, &len, &e) < 0)
+        return push_git_err(L, &e);
+    lua_pushlstring(L, out, len);
+    free(out);
+    return 1;
+}
+
+/* repo:workdir() -> path of the work tree, ending in "/" */
+static int repo_workdir(lua_State *L)
+{
+    lua_pushstring(L, vmdr_git_workdir(check_repo(L)));
+    return 1;
+}
+
+static const luaL_Reg repo_methods[] = {
+    {"fetch", repo_fetch}, {"reset_to_remote", repo_reset_to_remote},
+    {"clear_locks", repo_clear_locks}, {"read", repo_read}, {"list", repo_list},
+    {"write", repo_write}, {"remove", repo_remove}, {"commit", repo_commit},
+    {"push", repo_push}, {"head", repo_head}, {"diff", repo_diff},
+    {"workdir", repo_workdir}, {"close", repo_close}, {NULL, NULL}};
+
+static const luaL_Reg repo_meta[] = {
+    {"__gc", repo_close}, {"__close", repo_close}, {"__tostring", repo_tostring},
+    {"__index", NULL}, {NULL, NULL}};
+
+static const luaL_Reg lock_methods[] = {{"close", lock_close}, {NULL, NULL}};
+
+static const luaL_Reg lock_meta[] = {
+    {"__gc", lock_close}, {"__close", lock_close}, {"__tostring", lock_tostring},
+    {"__index", NULL}, {NULL, NULL}};
+
+static const luaL_Reg gitmod_funcs[] = {
+    {"open", gitmod_open}, {"clone", gitmod_clone}, {"lock", gitmod_lock},
+    {"check_path", gitmod_check_path}, {"features", gitmod_features}, {NULL, NULL}};
+
+static void new_meta(lua_State *L, const char *name, const luaL_Reg *meta,
+                     const luaL_Reg *methods)
+{
+    luaL_newmetatable(L, name); /* stack: mt */
+    luaL_setfuncs(L, meta, 0);
+    lua_newtable(L); /* stack: mt methods */
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}
+
+int luaopen_vmdr_git(lua_State *L)
+{
+    git_libgit2_init(); /* the core's opens take their own references too */
+    new_meta(L, REPO_META, repo_meta, repo_methods);
+    new_meta(L, LOCK_META, lock_meta, lock_methods);
+    luaL_newlib(L, gitmod_funcs);
+    return 1;
+}

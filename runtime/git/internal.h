@@ -1,0 +1,56 @@
+/* Shared by the files of runtime/git/ only. */
+#ifndef VMDR_GIT_INTERNAL_H
+#define VMDR_GIT_INTERNAL_H
+
+#include <git2.h>
+
+#include "git.h"
+
+typedef struct git_change {
+    char *path;
+    git_oid oid;
+    int removed;
+} git_change;
+
+struct vmdr_git_repo {
+    git_repository *repo;
+    git_odb_backend *mempack; /* owned by the odb once added */
+    char *workdir;            /* ends in "/" */
+    char *branch;
+    char *local_ref;          /* refs/heads/<branch> */
+    char *remote_ref;         /* refs/remotes/origin/<branch> */
+    char *url;
+    char *user, *token, *ssh_key, *ssh_pubkey, *ssh_passphrase, *known_hosts, *ca_bundle;
+    int accept_unknown_host;
+
+    /* Pending writes and removals since the last reset/commit, one per path. */
+    git_change *changes;
+    size_t nchanges, cap;
+    size_t *slots; /* open addressing: index+1 into changes, 0 = empty */
+    size_t nslots;
+
+    /* The tree the pending changes give, and the trees written to build it. */
+    int built_valid;
+    git_oid built;
+    int built_empty;
+    git_oid *trees;
+    size_t ntrees, tcap;
+};
+
+/* repo.c */
+int vmdr_git__set_error(vmdr_err *e, int rc, const char *what);
+int vmdr_git__head_tree(vmdr_git_repo *r, git_tree **out, vmdr_err *e);
+void vmdr_git__drop_pending(vmdr_git_repo *r);
+
+/* path.c */
+int vmdr_git__write_file(const char *workdir, const char *path, const char *data, size_t len,
+                         vmdr_err *e);
+int vmdr_git__remove_file(const char *workdir, const char *path, vmdr_err *e);
+/* Refuses a tree with "..", ".git", absolute or slash-bearing names, or a symlink
+ * whose target leaves the root. */
+int vmdr_git__validate_tree(git_repository *repo, const git_tree *tree, vmdr_err *e);
+
+/* net.c */
+int vmdr_git__is_local_url(const char *url);
+
+#endif

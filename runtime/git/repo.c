@@ -1,0 +1,948 @@
+/* The working clone: open/clone, pending writes, tree building, commit, reset.
+ *
+ * Writes never go through the index: each write stores its blob in an in-memory
+ * object database (mempack) and the file in the work tree; commit builds only the
+ * trees on the changed paths with treebuilders over the previous tree, and writes
+ * the new objects as ONE pack (10,000 loose objects is what makes git slow here).
+ * git_mempack_dump is not used: it packs the commit's whole tree (trap 8). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <git2/sys/mempack.h>
+#include <git2/sys/odb_backend.h>
+
+#include "internal.h"
+
+#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+
+static char *dupstr(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int vmdr_git__set_error(vmdr_err *e, int rc, const char *what)
+{
+    /* Copied now: the next libgit2 call would overwrite it (STYLE: no stale last-error). */
+    const git_error *ge = git_error_last();
+    const char *msg = ge && ge->message ? ge->message : "unknown error";
+    int klass = ge ? ge->klass : 0;
+    const char *code = "git";
+    switch (rc) {
+    case GIT_ENOTFOUND: code = "not_found"; break;
+    case GIT_EAUTH:
+    case GIT_ECERTIFICATE: code = "auth"; break;
+    case GIT_ENONFASTFORWARD: code = "rejected"; break;
+    case GIT_ELOCKED:
+    case GIT_EMODIFIED:
+    case GIT_EEXISTS: code = "conflict"; break;
+    case GIT_EINVALIDSPEC:
+    case GIT_EINVALID: code = "invalid"; break;
+    default:
+        /* libgit2 1.5 reports most transport failures as a bare -1: classify by text. */
+        if (strstr(msg, "404") || strstr(msg, "does not appear to be a git repository") ||
+            strstr(msg, "could not find repository") || strstr(msg, "not found"))
+            code = "not_found";
+        else if (strstr(msg, "401") || strstr(msg, "403") || strstr(msg, "uthentication"))
+            code = "auth";
+        else if (klass == GIT_ERROR_NET || strstr(msg, "failed to connect") ||
+                 strstr(msg, "Failed connecting") || strstr(msg, "onnection refused") ||
+                 strstr(msg, "failed to resolve") || strstr(msg, "Unable to exchange") ||
+                 strstr(msg, "Failed getting banner") || strstr(msg, "timed out"))
+            code = "unreachable";
+        break;
+    }
+    vmdr_err_set(e, code, rc, "%s: %s", what, msg);
+    size_t l = strlen(e->message);
+    while (l > 0 && (e->message[l - 1] == '\n' || e->message[l - 1] == ' '))
+        e->message[--l] = '\0';
+    git_error_clear();
+    return -1;
+}
+
+/* ---- pending changes: one entry per path, found through a small hash -------------- */
+
+static size_t hash_path(const char *s)
+{
+    size_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static git_change *pending_find(vmdr_git_repo *r, const char *path)
+{
+    if (r->nslots == 0)
+        return NULL;
+    for (size_t i = hash_path(path) & (r->nslots - 1);; i = (i + 1) & (r->nslots - 1)) {
+        size_t s = r->slots[i];
+        if (s == 0)
+            return NULL;
+        if (strcmp(r->changes[s - 1].path, path) == 0)
+            return &r->changes[s - 1];
+    }
+}
+
+static int pending_rehash(vmdr_git_repo *r, size_t nslots)
+{
+    size_t *slots = calloc(nslots, sizeof *slots);
+    if (!slots)
+        return -1;
+    for (size_t c = 0; c < r->nchanges; c++) {
+        size_t i = hash_path(r->changes[c].path) & (nslots - 1);
+        while (slots[i])
+            i = (i + 1) & (nslots - 1);
+        slots[i] = c + 1;
+    }
+    free(r->slots);
+    r->slots = slots;
+    r->nslots = nslots;
+    return 0;
+}
+
+static int pending_put(vmdr_git_repo *r, const char *path, const git_oid *oid, int removed,
+                       vmdr_err *e)
+{
+    r->built_valid = 0;
+    git_change *c = pending_find(r, path);
+    if (c) {
+        if (oid)
+            c->oid = *oid;
+        c->removed = removed;
+        return 0;
+    }
+    if (r->nchanges == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        git_change *n = realloc(r->changes, cap * sizeof *n);
+        if (!n)
+            return vmdr_err_set(e, "nomem", 0, "out of memory");
+        r->changes = n;
+        r->cap = cap;
+    }
+    c = &r->changes[r->nchanges];
+    if (!(c->path = strdup(path)))
+        return vmdr_err_set(e, "nomem", 0, "out of memory");
+    if (oid)
+        c->oid = *oid;
+    c->removed = removed;
+    r->nchanges++;
+    if ((r->nchanges * 2 > r->nslots && pending_rehash(r, r->nslots ? r->nslots * 2 : 128)) ||
+        (r->nchanges * 2 <= r->nslots && pending_rehash(r, r->nslots)))
+        return vmdr_err_set(e, "nomem", 0, "out of memory");
+    return 0;
+}
+
+void vmdr_git__drop_pending(vmdr_git_repo *r)
+{
+    for (size_t i = 0; i < r->nchanges; i++)
+        free(r->changes[i].path);
+    r->nchanges = 0;
+    if (r->slots)
+        memset(r->slots, 0, r->nslots * sizeof *r->slots);
+    r->built_valid = 0;
+    r->ntrees = 0;
+    if (r->mempack)
+        git_mempack_reset(r->mempack);
+}
+
+/* ---- open / clone -------------------------------------------------------------------- */
+
+void vmdr_git_free(vmdr_git_repo *r)
+{
+    if (!r)
+        return;
+    vmdr_git__drop_pending(r);
+    free(r->changes);
+    free(r->slots);
+    free(r->trees);
+    if (r->repo)
+        git_repository_free(r->repo); /* frees the odb and with it the mempack */
+    free(r->workdir);
+    free(r->branch);
+    free(r->local_ref);
+    free(r->remote_ref);
+    free(r->url);
+    free(r->user);
+    if (r->token) {
+        /* Do not leave the secret in freed heap memory. */
+        memset(r->token, 0, strlen(r->token));
+        free(r->token);
+    }
+    if (r->ssh_passphrase) {
+        memset(r->ssh_passphrase, 0, strlen(r->ssh_passphrase));
+        free(r->ssh_passphrase);
+    }
+    free(r->ssh_key);
+    free(r->ssh_pubkey);
+    free(r->known_hosts);
+    free(r->ca_bundle);
+    free(r);
+    git_libgit2_shutdown();
+}
+
+static int url_has_password(const char *url)
+{
+    const char *p = strstr(url, "://");
+    if (!p)
+        return 0;
+    p += 3;
+    const char *at = strchr(p, '@');
+    const char *slash = strchr(p, '/');
+    if (!at || (slash && slash < at))
+        return 0;
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    return colon != NULL;
+}
+
+static int copy_file(FILE *out, const char *path)
+{
+    FILE *in = fopen(path, "rb");
+    char buf[8192];
+    size_t n;
+    if (!in)
+        return -1;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        fwrite(buf, 1, n, out);
+    fputc('\n', out);
+    fclose(in);
+    return 0;
+}
+
+/* mbedTLS takes one CA location that REPLACES the system store (trap 6): give it a
+ * bundle of the system CAs plus the configured one, kept inside .git. */
+static int make_ca_bundle(vmdr_git_repo *r, const char *ca_file, vmdr_err *e)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%svmdr-ca-bundle.pem", git_repository_path(r->repo));
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f)
+        return vmdr_err_set(e, "io", errno, "cannot write '%s': %s", tmp, strerror(errno));
+    copy_file(f, SYSTEM_CA_BUNDLE);
+    int rc = copy_file(f, ca_file);
+    int err = errno;
+    if (fclose(f) != 0 || rc != 0 || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return vmdr_err_set(e, "invalid", err, "cannot read the CA file '%s': %s", ca_file,
+                            strerror(err));
+    }
+    r->ca_bundle = strdup(path);
+    return 0;
+}
+
+static int setup(vmdr_git_repo *r, const vmdr_git_opts *o, vmdr_err *e)
+{
+    int rc;
+    git_config *cfg = NULL;
+    git_odb *odb = NULL;
+    git_remote *remote = NULL;
+    const char *branch = o->branch && *o->branch ? o->branch : "main";
+    char buf[1024];
+
+    r->branch = strdup(branch);
+    snprintf(buf, sizeof buf, "refs/heads/%s", branch);
+    r->local_ref = strdup(buf);
+    snprintf(buf, sizeof buf, "refs/remotes/origin/%s", branch);
+    r->remote_ref = strdup(buf);
+    if (!git_reference_is_valid_name(r->local_ref))
+        return vmdr_err_set(e, "invalid", 0, "invalid branch name '%s'", branch);
+    const char *wd = git_repository_workdir(r->repo);
+    if (!wd)
+        return vmdr_err_set(e, "invalid", 0, "the clone is bare: vmdr needs a work tree");
+    r->workdir = strdup(wd);
+    r->user = strdup(o->user && *o->user ? o->user : "git");
+    r->token = dupstr(o->token);
+    r->ssh_key = dupstr(o->ssh_key);
+    r->ssh_passphrase = dupstr(o->ssh_passphrase);
+    r->known_hosts = dupstr(o->known_hosts);
+    r->accept_unknown_host = o->accept_unknown_host;
+    if (o->ssh_pubkey) {
+        r->ssh_pubkey = strdup(o->ssh_pubkey);
+    } else if (o->ssh_key) {
+        snprintf(buf, sizeof buf, "%s.pub", o->ssh_key);
+        if (access(buf, R_OK) == 0)
+            r->ssh_pubkey = strdup(buf);
+    }
+
+    if ((rc = git_mempack_new(&r->mempack)) < 0 ||
+        (rc = git_repository_odb(&odb, r->repo)) < 0)
+        return vmdr_git__set_error(e, rc, "cannot set up the object database");
+    /* Highest priority, so every write lands in memory until commit packs it. */
+    rc = git_odb_add_backend(odb, r->mempack, 1000);
+    git_odb_free(odb);
+    if (rc < 0) {
+        r->mempack->free(r->mempack);
+        r->mempack = NULL;
+        return vmdr_git__set_error(e, rc, "cannot set up the object database");
+    }
+
+    /* libgit2 runs no hooks; this keeps a person's `git` in the clone from running
+     * hooks a hostile remote could never plant anyway (.git is refused in trees). */
+    if ((rc = git_repository_config(&cfg, r->repo)) < 0)
+        return vmdr_git__set_error(e, rc, "cannot open the clone's config");
+    rc = git_config_set_string(cfg, "core.hooksPath", "/dev/null");
+    if (rc == 0)
+        rc = git_config_set_int32(cfg, "gc.auto", 0);
+    git_config_free(cfg);
+    if (rc < 0)
+        return vmdr_git__set_error(e, rc, "cannot write the clone's config");
+
+    rc = git_remote_lookup(&remote, r->repo, "origin");
+    if (rc == GIT_ENOTFOUND) {
+        if (!o->url)
+            return vmdr_err_set(e, "invalid", 0, "the clone has no remote 'origin' and no url");
+        snprintf(buf, sizeof buf, "+%s:%s", r->local_ref, r->remote_ref);
+        rc = git_remote_create_with_fetchspec(&remote, r->repo, "origin", o->url, buf);
+    } else if (rc == 0 && o->url && strcmp(git_remote_url(remote), o->url) != 0) {
+        rc = git_remote_set_url(r->repo, "origin", o->url);
+        git_remote_free(remote);
+        remote = NULL;
+        if (rc == 0)
+            rc = git_remote_lookup(&remote, r->repo, "origin");
+    }
+    if (rc < 0)
+        return vmdr_git__set_error(e, rc, "cannot set the remote");
+    r->url = strdup(git_remote_url(remote));
+    git_remote_free(remote);
+
+    if ((rc = git_repository_set_head(r->repo, r->local_ref)) < 0)
+        return vmdr_git__set_error(e, rc, "cannot point HEAD at the branch");
+    if (o->ca_file && make_ca_bundle(r, o->ca_file, e) < 0)
+        return -1;
+    return 0;
+}
+
+static int check_url(const char *url, vmdr_err *e)
+{
+    if (url && url_has_password(url))
+        return vmdr_err_set(e, "invalid", 0,
+                            "the git URL holds a password: give the token through "
+                            "git.token_env or git.token_file, never in the URL");
+    return 0;
+}
+
+int vmdr_git_open(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o, vmdr_err *e)
+{
+    *out = NULL;
+    if (check_url(o->url, e) < 0)
+        return -1;
+    git_libgit2_init();
+    vmdr_git_repo *r = calloc(1, sizeof *r);
+    if (!r) {
+        git_libgit2_shutdown();
+        return vmdr_err_set(e, "nomem", 0, "out of memory");
+    }
+    int rc = git_repository_open_ext(&r->repo, path, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
+    if (rc < 0) {
+        vmdr_git__set_error(e, rc, "cannot open the clone");
+        if (rc == GIT_ENOTFOUND)
+            vmdr_err_set(e, "not_found", 0, "no git clone at '%s'", path);
+        vmdr_git_free(r);
+        return -1;
+    }
+    if (setup(r, o, e) < 0) {
+        vmdr_git_free(r);
+        return -1;
+    }
+    *out = r;
+    return 0;
+}
+
+int vmdr_git_clone(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o, vmdr_err *e)
+{
+    *out = NULL;
+    if (!o->url)
+        return vmdr_err_set(e, "invalid", 0, "clone needs a url");
+    if (check_url(o->url, e) < 0)
+        return -1;
+    git_libgit2_init();
+    vmdr_git_repo *r = calloc(1, sizeof *r);
+    if (!r) {
+        git_libgit2_shutdown();
+        return vmdr_err_set(e, "nomem", 0, "out of memory");
+    }
+    /* An existing clone (a killed clone, or a second call) is completed, not refused. */
+    int rc = git_repository_open_ext(&r->repo, path, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
+    if (rc == GIT_ENOTFOUND) {
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode) && rmdir(path) != 0 &&
+            errno == ENOTEMPTY) {
+            vmdr_git_free(r);
+            return vmdr_err_set(e, "invalid", 0,
+                                "'%s' exists, is not empty and is not a git clone", path);
+        }
+        git_repository_init_options io;
+        git_repository_init_options_init(&io, GIT_REPOSITORY_INIT_OPTIONS_VERSION);
+        io.flags = GIT_REPOSITORY_INIT_MKPATH | GIT_REPOSITORY_INIT_NO_REINIT;
+        io.initial_head = o->branch && *o->branch ? o->branch : "main";
+        rc = git_repository_init_ext(&r->repo, path, &io);
+    }
+    if (rc < 0) {
+        vmdr_git__set_error(e, rc, "cannot create the clone");
+        vmdr_git_free(r);
+        return -1;
+    }
+    if (setup(r, o, e) < 0 || vmdr_git_fetch(r, e) < 0 || vmdr_git_reset_to_remote(r, e) < 0) {
+        vmdr_git_free(r);
+        return -1;
+    }
+    *out = r;
+    return 0;
+}
+
+const char *vmdr_git_workdir(const vmdr_git_repo *r)
+{
+    return r->workdir;
+}
+
+/* ---- reading -------------------------------------------------------------------------- */
+
+int vmdr_git__head_tree(vmdr_git_repo *r, git_tree **out, vmdr_err *e)
+{
+    git_oid id;
+    git_commit *c = NULL;
+    *out = NULL;
+    int rc = git_reference_name_to_id(&id, r->repo, r->local_ref);
+    if (rc == GIT_ENOTFOUND) {
+        git_error_clear();
+        return 0;
+    }
+    if (rc < 0 || (rc = git_commit_lookup(&c, r->repo, &id)) < 0 ||
+        (rc = git_commit_tree(out, c)) < 0) {
+        git_commit_free(c);
+        return vmdr_git__set_error(e, rc, "cannot read HEAD");
+    }
+    git_commit_free(c);
+    return 0;
+}
+
+static int copy_blob(vmdr_git_repo *r, const git_oid *id, char **out, size_t *len, vmdr_err *e)
+{
+    git_blob *b = NULL;
+    int rc = git_blob_lookup(&b, r->repo, id);
+    if (rc < 0)
+        return vmdr_git__set_error(e, rc, "cannot read blob");
+    *len = (size_t)git_blob_rawsize(b);
+    *out = malloc(*len + 1);
+    if (!*out) {
+        git_blob_free(b);
+        return vmdr_err_set(e, "nomem", 0, "out of memory");
+    }
+    memcpy(*out, git_blob_rawcontent(b), *len);
+    (*out)[*len] = '\0';
+    git_blob_free(b);
+    return 0;
+}
+
+int vmdr_git_read(vmdr_git_repo *r, const char *path, char **out, size_t *len, vmdr_err *e)
+{
+    *out = NULL;
+    if (vmdr_git_check_path(path, e) < 0)
+        return -1;
+    git_change *c = pending_find(r, path);
+    if (c) {
+        if (c->removed)
+            return vmdr_err_set(e, "not_found", 0, "'%s' does not exist", path);
+        return copy_blob(r, &c->oid, out, len, e);
+    }
+    git_tree *tree = NULL;
+    git_tree_entry *te = NULL;
+    if (vmdr_git__head_tree(r, &tree, e) < 0)
+        return -1;
+    int rc = tree ? git_tree_entry_bypath(&te, tree, path) : GIT_ENOTFOUND;
+    git_tree_free(tree);
+    if (rc == GIT_ENOTFOUND) {
+        git_error_clear();
+        return vmdr_err_set(e, "not_found", 0, "'%s' does not exist", path);
+    }
+    if (rc < 0)
+        return vmdr_git__set_error(e, rc, "cannot read");
+    if (git_tree_entry_type(te) != GIT_OBJECT_BLOB) {
+        git_tree_entry_free(te);
+        return vmdr_err_set(e, "invalid", 0, "'%s' is a directory", path);
+    }
+    rc = copy_blob(r, git_tree_entry_id(te), out, len, e);
+    git_tree_entry_free(te);
+    return rc;
+}
+
+/* ---- building the tree the pending changes give ---------------------------------------- */
+
+static int cmp_change(const void *a, const void *b)
+{
+    return strcmp((*(git_change *const *)a)->path, (*(git_change *const *)b)->path);
+}
+
+static int note_tree(vmdr_git_repo *r, const git_oid *id, vmdr_err *e)
+{
+    if (r->ntrees == r->tcap) {
+        size_t cap = r->tcap ? r->tcap * 2 : 64;
+        git_oid *n = realloc(r->trees, cap * sizeof *n);
+        if (!n)
+            return vmdr_err_set(e, "nomem", 0, "out of memory");
+        r->trees = n;
+        r->tcap = cap;
+    }
+    r->trees[r->ntrees++] = *id;
+    return 0;
+}
+
+/* Changes v[lo..hi) all lie under the directory whose path prefix is off bytes long;
+ * base is that directory's current tree (or NULL). Only touched trees are written. */
+static int build_level(vmdr_git_repo *r, const git_tree *base, git_change **v, size_t lo,
+                       size_t hi, size_t off, git_oid *out, int *empty, vmdr_err *e)
+{
+    git_treebuilder *bld = NULL;
+    int rc = git_treebuilder_new(&bld, r->repo, base);
+    if (rc < 0)
+        return vmdr_git__set_error(e, rc, "cannot build tree");
+    size_t i = lo;
+    while (i < hi) {
+        const char *rest = v[i]->path + off;
+        const char *slash = strchr(rest, '/');
+        if (!slash) {
+            if (v[i]->removed) {
+                /* libgit2 reports a missing entry as a plain -1: look first. */
+                if (git_treebuilder_get(bld, rest))
+                    rc = git_treebuilder_remove(bld, rest);
+            } else {
+                rc = git_treebuilder_insert(NULL, bld, rest, &v[i]->oid, GIT_FILEMODE_BLOB);
+            }
+            if (rc < 0)
+                goto fail;
+            i++;
+            continue;
+        }
+        size_t n = (size_t)(slash - rest);
+        char name[1024];
+        if (n >= sizeof name) {
+            git_treebuilder_free(bld);
+            return vmdr_err_set(e, "invalid", 0, "path component too long");
+        }
+        memcpy(name, rest, n);
+        name[n] = '\0';
+        size_t j = i + 1;
+        while (j < hi && strncmp(v[j]->path + off, rest, n + 1) == 0)
+            j++;
+        git_tree *sub = NULL;
+        const git_tree_entry *te = git_treebuilder_get(bld, name);
+        if (te && git_tree_entry_type(te) == GIT_OBJECT_TREE &&
+            (rc = git_tree_lookup(&sub, r->repo, git_tree_entry_id(te))) < 0)
+            goto fail;
+        git_oid subid;
+        int subempty = 0;
+        rc = build_level(r, sub, v, i, j, off + n + 1, &subid, &subempty, e);
+        git_tree_free(sub);
+        if (rc < 0) {
+            git_treebuilder_free(bld);
+            return -1;
+        }
+        if (subempty) {
+            if (git_treebuilder_get(bld, name))
+                rc = git_treebuilder_remove(bld, name);
+        } else {
+            rc = git_treebuilder_insert(NULL, bld, name, &subid, GIT_FILEMODE_TREE);
+        }
+        if (rc < 0)
+            goto fail;
+        i = j;
+    }
+    *empty = git_treebuilder_entrycount(bld) == 0;
+    if (!*empty || off == 0) {
+        /* The root is written even when empty: a commit needs a tree. */
+        if ((rc = git_treebuilder_write(out, bld)) < 0)
+            goto fail;
+        if (note_tree(r, out, e) < 0) {
+            git_treebuilder_free(bld);
+            return -1;
+        }
+    }
+    git_treebuilder_free(bld);
+    return 0;
+fail:
+    git_treebuilder_free(bld);
+    return vmdr_git__set_error(e, rc, "cannot build tree");
+}
+
+static int ensure_built(vmdr_git_repo *r, vmdr_err *e)
+{
+    if (r->built_valid)
+        return 0;
+    git_tree *head = NULL;
+    if (vmdr_git__head_tree(r, &head, e) < 0)
+        return -1;
+    r->ntrees = 0;
+    git_change **v = malloc((r->nchanges ? r->nchanges : 1) * sizeof *v);
+    if (!v) {
+        git_tree_free(head);
+        return vmdr_err_set(e, "nomem", 0, "out of memory");
+    }
+    for (size_t i = 0; i < r->nchanges; i++)
+        v[i] = &r->changes[i];
+    qsort(v, r->nchanges, sizeof *v, cmp_change);
+    int rc = build_level(r, head, v, 0, r->nchanges, 0, &r->built, &r->built_empty, e);
+    free(v);
+    git_tree_free(head);
+    if (rc < 0)
+        return -1;
+    r->built_valid = 1;
+    return 0;
+}
+
+int vmdr_git_list(vmdr_git_repo *r, const char *dir, char ***out, size_t *n, vmdr_err *e)
+{
+    char d[4096];
+    *out = NULL;
+    *n = 0;
+    snprintf(d, sizeof d, "%s", dir);
+    size_t dl = strlen(d);
+    while (dl > 0 && d[dl - 1] == '/')
+        d[--dl] = '\0';
+    int root = dl == 0 || strcmp(d, ".") == 0;
+    if (!root && vmdr_git_check_path(d, e) < 0)
+        return -1;
+    if (ensure_built(r, e) < 0)
+        return -1;
+    git_tree *tree = NULL, *sub = NULL;
+    git_tree_entry *te = NULL;
+    int rc = git_tree_lookup(&tree, r->repo, &r->built);
+    if (rc < 0)
+        return vmdr_git__set_error(e, rc, "cannot read tree");
+    if (!root) {
+        rc = git_tree_entry_bypath(&te, tree, d);
+        if (rc == GIT_ENOTFOUND) {
+            /* A missing directory lists as empty: git has no empty directories. */
+            git_error_clear();
+            git_tree_free(tree);
+            *out = calloc(1, sizeof **out);
+            return *out ? 0 : vmdr_err_set(e, "nomem", 0, "out of memory");
+        }
+        if (rc == 0 && git_tree_entry_type(te) != GIT_OBJECT_TREE) {
+            git_tree_entry_free(te);
+            git_tree_free(tree);
+            return vmdr_err_set(e, "invalid", 0, "'%s' is not a directory", d);
+        }
+        if (rc == 0)
+            rc = git_tree_lookup(&sub, r->repo, git_tree_entry_id(te));
+        git_tree_entry_free(te);
+        git_tree_free(tree);
+        if (rc < 0)
+            return vmdr_git__set_error(e, rc, "cannot read tree");
+        tree = sub;
+    }
+    size_t count = git_tree_entrycount(tree);
+    char **names = calloc(count + 1, sizeof *names);
+    if (!names) {
+        git_tree_free(tree);
+        return vmdr_err_set(e, "nomem", 0, "out of memory");
+    }
+    for (size_t i = 0; i < count; i++) {
+        const git_tree_entry *en = git_tree_entry_byindex(tree, i);
+        const char *nm = git_tree_entry_name(en);
+        int isdir = git_tree_entry_type(en) == GIT_OBJECT_TREE;
+        size_t l = strlen(nm);
+        names[i] = malloc(l + 2);
+        if (!names[i]) {
+            for (size_t k = 0; k < i; k++)
+                free(names[k]);
+            free(names);
+            git_tree_free(tree);
+            return vmdr_err_set(e, "nomem", 0, "out of memory");
+        }
+        memcpy(names[i], nm, l);
+        if (isdir)
+            names[i][l++] = '/';
+        names[i][l] = '\0';
+    }
+    git_tree_free(tree);
+    *out = names;
+    *n = count;
+    return 0;
+}
+
+/* ---- writing ---------------------------------------------------------------------------- */
+
+int vmdr_git_write(vmdr_git_repo *r, const char *path, const char *data, size_t len,
+                   vmdr_err *e)
+{
+    git_oid id;
+    if (vmdr_git_check_path(path, e) < 0)
+        return -1;
+    int rc = git_blob_create_from_buffer(&id, r->repo, data, len);
+    if (rc < 0)
+        return vmdr_git__set_error(e, rc, "cannot store blob");
+    if (vmdr_git__write_file(r->workdir, path, data, len, e) < 0)
+        return -1;
+    return pending_put(r, path, &id, 0, e);
+}
+
+int vmdr_git_remove(vmdr_git_repo *r, const char *path, int *removed, vmdr_err *e)
+{
+    *removed = 0;
+    if (vmdr_git_check_path(path, e) < 0)
+        return -1;
+    git_change *c = pending_find(r, path);
+    if (c) {
+        *removed = !c->removed;
+    } else {
+        git_tree *tree = NULL;
+        git_tree_entry *te = NULL;
+        if (vmdr_git__head_tree(r, &tree, e) < 0)
+            return -1;
+        int rc = tree ? git_tree_entry_bypath(&te, tree, path) : GIT_ENOTFOUND;
+        git_tree_free(tree);
+        if (rc == 0) {
+            int isdir = git_tree_entry_type(te) == GIT_OBJECT_TREE;
+            git_tree_entry_free(te);
+            if (isdir)
+                return vmdr_err_set(e, "invalid", 0, "'%s' is a directory: remove its files",
+                                    path);
+            *removed = 1;
+        } else {
+            git_error_clear();
+        }
+    }
+    if (!*removed)
+        return 0;
+    if (vmdr_git__remove_file(r->workdir, path, e) < 0)
+        return -1;
+    return pending_put(r, path, NULL, 1, e);
+}
+
+/* ---- commit -------------------------------------------------------------------------------- */
+
+static int pack_new_objects(vmdr_git_repo *r, const git_oid *commit, vmdr_err *e)
+{
+    git_packbuilder *pb = NULL;
+    char dir[4096];
+    int rc = git_packbuilder_new(&pb, r->repo);
+    if (rc < 0)
+        return vmdr_git__set_error(e, rc, "cannot pack");
+    git_packbuilder_set_threads(pb, 0);
+    /* Only what is still in memory: an identical blob that already existed was only
+     * "freshened" by libgit2, never written to the mempack. */
+    for (size_t i = 0; i < r->nchanges && rc == 0; i++)
+        if (!r->changes[i].removed && r->mempack->exists(r->mempack, &r->changes[i].oid))
+            rc = git_packbuilder_insert(pb, &r->changes[i].oid, NULL);
+    for (size_t i = 0; i < r->ntrees && rc == 0; i++)
+        if (r->mempack->exists(r->mempack, &r->trees[i]))
+            rc = git_packbuilder_insert(pb, &r->trees[i], NULL);
+    if (rc == 0)
+        rc = git_packbuilder_insert(pb, commit, NULL);
+    snprintf(dir, sizeof dir, "%sobjects/pack", git_repository_path(r->repo));
+    if (rc == 0)
+        rc = git_packbuilder_write(pb, dir, 0, NULL, NULL);
+    git_packbuilder_free(pb);
+    if (rc < 0)
+        return vmdr_git__set_error(e, rc, "cannot write the pack");
+    return 0;
+}
+
+int vmdr_git_commit(vmdr_git_repo *r, const char *msg, const char *name, const char *email,
+                    char out_hex[41], int *changed, vmdr_err *e)
+{
+    int rc;
+    git_tree *head = NULL, *tree = NULL;
+    git_commit *parent = NULL;
+    git_signature *sig = NULL;
+    git_reference *ref = NULL;
+    git_index *idx = NULL;
+    git_oid pid, cid;
+    int born = 0, ret = -1;
+
+    *changed = 0;
+    out_hex[0] = '\0';
+    if (ensure_built(r, e) < 0 || vmdr_git__head_tree(r, &head, e) < 0)
+        return -1;
+    if ((head && git_oid_equal(&r->built, git_tree_id(head))) || (!head && r->built_empty)) {
+        /* Nothing changed (identical bytes give identical objects): no commit. */
+        git_tree_free(head);
+        vmdr_git__drop_pending(r);
+        return 0;
+    }
+    rc = git_reference_name_to_id(&pid, r->repo, r->local_ref);
+    if (rc == 0) {
+        born = 1;
+        if ((rc = git_commit_lookup(&parent, r->repo, &pid)) < 0)
+            goto gitfail;
+    } else {
+        git_error_clear();
+    }
+    if ((rc = git_tree_lookup(&tree, r->repo, &r->built)) < 0 ||
+        (rc = git_signature_now(&sig, name, email)) < 0)
+        goto gitfail;
+    const git_commit *parents[1] = {parent};
+    if ((rc = git_commit_create(&cid, r->repo, NULL, sig, sig, NULL, msg, tree, born ? 1 : 0,
+                                parents)) < 0)
+        goto gitfail;
+    /* Objects are on disk before any ref names them: a kill here leaves an unused pack. */
+    if (pack_new_objects(r, &cid, e) < 0)
+        goto done;
+    if ((rc = git_reference_create_matching(&ref, r->repo, r->local_ref, &cid, 1,
+                                            born ? &pid : NULL, "vmdr: commit")) < 0)
+        goto gitfail;
+    git_oid_tostr(out_hex, 41, &cid);
+    *changed = 1;
+    /* The index follows the new tree; unchanged entries keep their stat data. */
+    if ((rc = git_repository_index(&idx, r->repo)) < 0 || (rc = git_index_read_tree(idx, tree)) < 0 ||
+        (rc = git_index_write(idx)) < 0)
+        goto gitfail;
+    ret = 0;
+    goto done;
+gitfail:
+    vmdr_git__set_error(e, rc, "cannot commit");
+done:
+    if (ret == 0 || *changed)
+        vmdr_git__drop_pending(r);
+    git_index_free(idx);
+    git_reference_free(ref);
+    git_signature_free(sig);
+    git_tree_free(tree);
+    git_tree_free(head);
+    git_commit_free(parent);
+    return ret;
+}
+
+int vmdr_git_head(vmdr_git_repo *r, char out_hex[41], int *born, vmdr_err *e)
+{
+    git_oid id;
+    int rc = git_reference_name_to_id(&id, r->repo, r->local_ref);
+    *born = 0;
+    out_hex[0] = '\0';
+    if (rc == GIT_ENOTFOUND) {
+        git_error_clear();
+        return 0;
+    }
+    if (rc < 0)
+        return vmdr_git__set_error(e, rc, "cannot read HEAD");
+    git_oid_tostr(out_hex, 41, &id);
+    *born = 1;
+    return 0;
+}
+
+int vmdr_git_diff(vmdr_git_repo *r, char **out, size_t *len, vmdr_err *e)
+{
+    git_tree *head = NULL, *tree = NULL;
+    git_diff *diff = NULL;
+    git_buf buf = {0};
+    int rc;
+    *out = NULL;
+    if (ensure_built(r, e) < 0 || vmdr_git__head_tree(r, &head, e) < 0)
+        return -1;
+    if ((rc = git_tree_lookup(&tree, r->repo, &r->built)) == 0 &&
+        (rc = git_diff_tree_to_tree(&diff, r->repo, head, tree, NULL)) == 0)
+        rc = git_diff_to_buf(&buf, diff, GIT_DIFF_FORMAT_PATCH);
+    git_diff_free(diff);
+    git_tree_free(tree);
+    git_tree_free(head);
+    if (rc < 0) {
+        git_buf_dispose(&buf);
+        return vmdr_git__set_error(e, rc, "cannot diff");
+    }
+    *len = buf.size;
+    *out = malloc(buf.size + 1);
+    if (*out) {
+        memcpy(*out, buf.ptr ? buf.ptr : "", buf.size);
+        (*out)[buf.size] = '\0';
+    }
+    git_buf_dispose(&buf);
+    return *out ? 0 : vmdr_err_set(e, "nomem", 0, "out of memory");
+}
+
+/* ---- reset ------------------------------------------------------------------------------------ */
+
+int vmdr_git_reset_to_remote(vmdr_git_repo *r, vmdr_err *e)
+{
+    git_oid target;
+    git_object *commit = NULL;
+    git_tree *tree = NULL, *head = NULL;
+    git_index *idx = NULL;
+    int rc, ret = -1;
+    git_checkout_options co;
+    git_checkout_options_init(&co, GIT_CHECKOUT_OPTIONS_VERSION);
+    /* Machine-owned: everything not in the remote tree goes, and no filter runs
+     * (a hostile .gitattributes must not change what is written). */
+    co.checkout_strategy = GIT_CHECKOUT_FORCE | GIT_CHECKOUT_REMOVE_UNTRACKED |
+                           GIT_CHECKOUT_REMOVE_IGNORED;
+    co.disable_filters = 1;
+
+    vmdr_git__drop_pending(r);
+    rc = git_reference_name_to_id(&target, r->repo, r->remote_ref);
+    if (rc == GIT_ENOTFOUND) {
+        /* The remote branch does not exist yet: an empty work tree, an unborn branch. */
+        git_error_clear();
+        git_reference *ref = NULL;
+        git_treebuilder *bld = NULL;
+        git_oid empty;
+        if (git_reference_lookup(&ref, r->repo, r->local_ref) == 0) {
+            rc = git_reference_delete(ref);
+            git_reference_free(ref);
+            if (rc < 0)
+                return vmdr_git__set_error(e, rc, "cannot reset");
+        }
+        git_error_clear();
+        if ((rc = git_repository_set_head(r->repo, r->local_ref)) < 0 ||
+            (rc = git_treebuilder_new(&bld, r->repo, NULL)) < 0 ||
+            (rc = git_treebuilder_write(&empty, bld)) < 0 ||
+            (rc = git_tree_lookup(&tree, r->repo, &empty)) < 0 ||
+            (rc = git_checkout_tree(r->repo, (git_object *)tree, &co)) < 0 ||
+            (rc = git_repository_index(&idx, r->repo)) < 0 || (rc = git_index_clear(idx)) < 0 ||
+            (rc = git_index_write(idx)) < 0) {
+            vmdr_git__set_error(e, rc, "cannot reset to the empty remote");
+        } else {
+            ret = 0;
+        }
+        git_treebuilder_free(bld);
+        goto done;
+    }
+    if (rc < 0) {
+        vmdr_git__set_error(e, rc, "cannot read the remote branch");
+        goto done;
+    }
+    if ((rc = git_object_lookup(&commit, r->repo, &target, GIT_OBJECT_COMMIT)) < 0 ||
+        (rc = git_commit_tree(&tree, (git_commit *)commit)) < 0) {
+        vmdr_git__set_error(e, rc, "cannot read the remote commit");
+        goto done;
+    }
+    if (vmdr_git__head_tree(r, &head, e) < 0)
+        goto done;
+    /* A tree we already checked out was validated then. */
+    if ((!head || !git_oid_equal(git_tree_id(head), git_tree_id(tree))) &&
+        vmdr_git__validate_tree(r->repo, tree, e) < 0)
+        goto done;
+    if ((rc = git_repository_set_head(r->repo, r->local_ref)) < 0 ||
+        (rc = git_reset(r->repo, commit, GIT_RESET_HARD, &co)) < 0) {
+        vmdr_git__set_error(e, rc, "cannot reset to the remote branch");
+        goto done;
+    }
+    ret = 0;
+done:
+    vmdr_git__drop_pending(r);
+    git_index_free(idx);
+    git_tree_free(head);
+    git_tree_free(tree);
+    git_object_free(commit);
+    return ret;
+}
+
+int vmdr_git_clear_locks(vmdr_git_repo *r, vmdr_err *e)
+{
+    static const char *const fixed[] = {"index.lock", "HEAD.lock", "config.lock",
+                                        "packed-refs.lock", "ORIG_HEAD.lock", NULL};
+    char p[4096];
+    const char *gd = git_repository_path(r->repo);
+    for (int i = 0; fixed[i]; i++) {
+        snprintf(p, sizeof p, "%s%s", gd, fixed[i]);
+        unlink(p);
+    }
+    snprintf(p, sizeof p, "%s%s.lock", gd, r->local_ref);
+    unlink(p);
+    snprintf(p, sizeof p, "%s%s.lock", gd, r->remote_ref);
+    unlink(p);
+    (void)e;
+    return 0;
+}

@@ -1,0 +1,363 @@
+-- vmdr.git against real bare repositories over file:// and a plain path (no server
+-- needed): the working-clone API, path checks, hostile trees from the remote, locks.
+-- The git CLI checks the results as an independent client.
+local h = require "support.helper"
+local gitsrv = require "support.gitsrv"
+local git = require "vmdr.git"
+
+local function trim(s) return (s:gsub("%s+$", "")) end
+
+local function exists(path)
+  return h.sh("test -e " .. h.q(path) .. " || test -L " .. h.q(path)) == 0
+end
+
+-- A fake server layout (only the repos dir is used for file transports).
+local function repos_dir()
+  local d = h.tmpdir("repos")
+  return { repos = d }
+end
+
+describe("vmdr.git over file:// and a path", function()
+  local S, tmp
+  before_each(function()
+    h.need("git")
+    S = repos_dir()
+    tmp = h.tmpdir("gitc")
+  end)
+
+  it("reports libgit2 1.5 with HTTPS and SSH", function()
+    local f = git.features()
+    assert.matches("^1%.5%.", f.version)
+    assert.is_true(f.https)
+    assert.is_true(f.ssh)
+  end)
+
+  for _, transport in ipairs { "file", "path" } do
+    it("clones, writes, commits, pushes, fetches and resets (" .. transport .. ")", function()
+      local remote = gitsrv.bare(S, "m", true)
+      local url = gitsrv.urls(S, "m")[transport]
+      local a = assert(git.clone(url, tmp .. "/a"))
+      assert.equals("seed\n", a:read("README"))
+      assert.same({ "README" }, a:list())
+      assert(a:write("vms/base/ns1/vm-a.yaml", "kind: VirtualMachine\n"))
+      assert(a:write("vms/base/ns1/kustomization.yaml", "resources: []\n"))
+      local id = assert(a:commit("add vm-a", { author = { name = "Tester", email = "t@example.com" } }))
+      assert.matches("^%x+$", id)
+      assert.equals(40, #id)
+      assert.equals(id, a:head())
+      assert.is_true(a:push())
+      -- the git CLI sees exactly that commit, author and tree
+      assert.equals(id, trim(gitsrv.git(remote, "rev-parse main")))
+      assert.equals("Tester <t@example.com>", trim(gitsrv.git(remote, "log -1 --format='%an <%ae>' main")))
+      assert.equals("README\nvms/base/ns1/kustomization.yaml\nvms/base/ns1/vm-a.yaml",
+        trim(gitsrv.git(remote, "ls-tree -r --name-only main")))
+      assert.equals("", gitsrv.git(remote, "fsck --no-progress"))
+      -- the work tree of the clone matches, and git status is clean
+      assert.equals("kind: VirtualMachine\n", h.read(tmp .. "/a/vms/base/ns1/vm-a.yaml"))
+      assert.equals("", gitsrv.git(tmp .. "/a", "status --porcelain"))
+
+      -- a second clone sees it, changes it; the first fetches and resets
+      local b = assert(git.clone(url, tmp .. "/b"))
+      assert.equals("kind: VirtualMachine\n", b:read("vms/base/ns1/vm-a.yaml"))
+      assert.is_true(b:remove("vms/base/ns1/vm-a.yaml"))
+      assert(b:write("vms/base/ns1/vm-b.yaml", "b\n"))
+      assert(b:commit("swap"))
+      assert.is_true(b:push())
+      assert.is_true(a:fetch())
+      assert.is_true(a:reset_to_remote())
+      assert.equals(b:head(), a:head())
+      assert.same({ "kustomization.yaml", "vm-b.yaml" }, a:list("vms/base/ns1"))
+      assert.is_false(exists(tmp .. "/a/vms/base/ns1/vm-a.yaml"))
+      assert.equals("b\n", h.read(tmp .. "/a/vms/base/ns1/vm-b.yaml"))
+      a:close()
+      b:close()
+    end)
+  end
+
+  it("returns false from commit when nothing changed, also after rewriting identical bytes", function()
+    gitsrv.bare(S, "m", true)
+    local r = assert(git.clone(gitsrv.urls(S, "m").file, tmp .. "/c"))
+    local head = r:head()
+    assert.is_false(r:commit("nothing"))
+    assert(r:write("README", "seed\n"))
+    assert.is_false(r:commit("same bytes"))
+    assert(r:write("x", "1"))
+    assert(r:remove("x"))
+    assert.is_false(r:commit("written then removed"))
+    assert.equals(head, r:head())
+  end)
+
+  it("starts an empty remote with the first push", function()
+    local remote = gitsrv.bare(S, "empty", false)
+    local r = assert(git.clone(gitsrv.urls(S, "empty").file, tmp .. "/e"))
+    assert.is_false(r:head())
+    assert.same({}, r:list())
+    assert.same({}, r:list("vms"))
+    assert.is_false(r:commit("nothing"))
+    assert(r:write("vms/applicationset.yaml", "x\n"))
+    local id = assert(r:commit("init"))
+    assert.is_true(r:push())
+    assert.equals(id, trim(gitsrv.git(remote, "rev-parse main")))
+  end)
+
+  it("reads and lists its own pending writes, and diffs them", function()
+    gitsrv.bare(S, "m", true)
+    local r = assert(git.clone(gitsrv.urls(S, "m").path, tmp .. "/d"))
+    assert(r:write("vms/base/ns/a.yaml", "a: 1\n"))
+    assert(r:write("vms/base/ns/a.yaml", "a: 2\n"))
+    assert.equals("a: 2\n", r:read("vms/base/ns/a.yaml"))
+    assert.same({ "README", "vms/" }, r:list())
+    assert.same({ "ns/" }, r:list("vms/base/"))
+    assert.is_true(r:remove("README"))
+    assert.is_false(r:remove("README"))
+    local v, err = r:read("README")
+    assert.is_nil(v)
+    assert.equals("not_found", err.code)
+    local diff = assert(r:diff())
+    assert.matches("deleted file mode 100644", diff, 1, true)
+    assert.matches("+++ b/vms/base/ns/a.yaml\n@@ -0,0 +1 @@\n+a: 2\n", diff, 1, true)
+    assert(r:commit("c1"))
+    -- a directory is not a file
+    v, err = r:read("vms/base")
+    assert.equals("invalid", err.code)
+    v, err = r:remove("vms")
+    assert.equals("invalid", err.code)
+    -- removing the last file of a directory removes the directory
+    assert.is_true(r:remove("vms/base/ns/a.yaml"))
+    assert.same({}, r:list())
+    assert(r:commit("c2"))
+    assert.is_false(exists(tmp .. "/d/vms"))
+    assert.equals("", gitsrv.git(tmp .. "/d", "ls-tree -r --name-only HEAD"))
+  end)
+
+  it("refuses paths outside the repository or in .git, writing nothing", function()
+    gitsrv.bare(S, "m", true)
+    local r = assert(git.clone(gitsrv.urls(S, "m").file, tmp .. "/p"))
+    for _, p in ipairs { "../x", "a/../../x", "/etc/passwd", ".git/hooks/post-commit", "a/.git/x",
+      ".GIT/config", "a//b", "./a", "a/./b", "", "a/", "a\\b" } do
+      local ok, err = r:write(p, "bad")
+      assert.is_nil(ok, p)
+      assert.equals("invalid", err.code, p)
+      ok, err = r:read(p)
+      assert.equals("invalid", err.code, p)
+      assert.is_nil(git.check_path(p))
+    end
+    assert.is_false(exists(tmp .. "/x"))
+    assert.is_false(exists(tmp .. "/p/.git/hooks/post-commit"))
+    assert.is_true(git.check_path("vms/base/ns/vm-a.yaml"))
+    assert.is_false(r:commit("nothing was written"))
+  end)
+
+  it("never writes through a symlink in the work tree", function()
+    gitsrv.bare(S, "m", true)
+    local r = assert(git.clone(gitsrv.urls(S, "m").file, tmp .. "/s"))
+    local outside = h.tmpdir("outside")
+    assert(h.sh("ln -s " .. h.q(outside) .. " " .. h.q(tmp .. "/s/evil")) == 0)
+    local ok, err = r:write("evil/x.yaml", "bad")
+    assert.is_nil(ok)
+    assert.equals("invalid", err.code)
+    assert.is_false(exists(outside .. "/x.yaml"))
+  end)
+
+  it("keeps the clone free of secrets: no token in .git/config, commits or writes", function()
+    local remote = gitsrv.bare(S, "m", true)
+    local token = "tok-" .. string.rep("s3cr3t", 4)
+    local r = assert(git.clone(gitsrv.urls(S, "m").file, tmp .. "/t", { token = token }))
+    local ok, err = r:write("leak.yaml", "password: " .. token .. "\n")
+    assert.is_nil(ok)
+    assert.equals("invalid", err.code)
+    assert.is_nil(err.message:find(token, 1, true))
+    local id, cerr = r:commit("pushing with " .. token)
+    assert.is_nil(id)
+    assert.equals("invalid", cerr.code)
+    assert.is_nil(tostring(cerr):find(token, 1, true))
+    assert(r:write("ok.yaml", "fine\n"))
+    assert(r:commit("fine"))
+    assert(r:push())
+    assert.is_nil(h.capture("cat " .. h.q(tmp .. "/t/.git/config")):find(token, 1, true))
+    assert.is_nil(gitsrv.git(remote, "log -p --all"):find(token, 1, true))
+    -- a URL that carries a password is refused outright
+    local r2, uerr = git.clone("https://git:" .. token .. "@127.0.0.1:1/x.git", tmp .. "/u")
+    assert.is_nil(r2)
+    assert.equals("invalid", uerr.code)
+    assert.is_nil(tostring(uerr):find(token, 1, true))
+    assert.is_false(exists(tmp .. "/u"))
+  end)
+
+  it("rejects a stale push over file:// instead of overwriting (compare-and-swap)", function()
+    local remote = gitsrv.bare(S, "m", true)
+    local url = gitsrv.urls(S, "m").file
+    local a = assert(git.clone(url, tmp .. "/a"))
+    local b = assert(git.clone(url, tmp .. "/b"))
+    assert(a:write("a", "a")); assert(a:commit("a")); assert(a:push())
+    assert(b:write("b", "b")); assert(b:commit("b"))
+    local ok, err = b:push()
+    assert.is_nil(ok)
+    assert.equals("rejected", err.code)
+    assert.equals(a:head(), trim(gitsrv.git(remote, "rev-parse main")))
+    assert(b:fetch()); assert(b:reset_to_remote())
+    assert(b:write("b", "b")); assert(b:commit("b again")); assert(b:push())
+    assert.equals("2", trim(gitsrv.git(remote, "rev-list --count main ^main~2")))
+    assert.equals("", gitsrv.git(remote, "rev-list --merges main"))
+  end)
+
+  it("fails clearly on a missing repository and a non-repository directory", function()
+    local r, err = git.clone("file://" .. S.repos .. "/nope.git", tmp .. "/n")
+    assert.is_nil(r)
+    assert.equals("not_found", err.code)
+    r, err = git.open(tmp .. "/not-a-clone")
+    assert.equals("not_found", err.code)
+    h.write(tmp .. "/full/file", "x")
+    gitsrv.bare(S, "m", true)
+    r, err = git.clone(gitsrv.urls(S, "m").file, tmp .. "/full")
+    assert.equals("invalid", err.code)
+    assert.equals("x", h.read(tmp .. "/full/file"))
+  end)
+
+  it("raises on misuse and on a closed handle", function()
+    gitsrv.bare(S, "m", true)
+    local r = assert(git.clone(gitsrv.urls(S, "m").file, tmp .. "/m"))
+    assert.has_error(function() r:write("a") end)
+    assert.has_error(function() r:commit("m", { author = 5 }) end)
+    assert.has_error(function() git.open(tmp, { branch = 5 }) end)
+    assert.has_error(function() git.open({}) end)
+    assert.matches("vmdr.git.Repo %(", tostring(r))
+    assert.is_true(r:close())
+    assert.is_true(r:close())
+    assert.matches("closed", tostring(r))
+    assert.has_error(function() r:read("README") end, nil)
+    local ok, e = pcall(r.head, r)
+    assert.is_false(ok)
+    assert.matches("attempt to use a closed vmdr.git.Repo", e)
+  end)
+
+  it("locks: a second holder waits and times out, close releases", function()
+    local p = tmp .. "/locks/clone.lock"
+    local l1 = assert(git.lock(p, 1))
+    local l2, err = git.lock(p, 0.2)
+    assert.is_nil(l2)
+    assert.equals("timeout", err.code)
+    assert.is_true(l1:close())
+    assert.is_true(l1:close())
+    local l3 = assert(git.lock(p, 0.2))
+    l3:close()
+  end)
+
+  it("writes a 600-file tree in one pack and changes 3 files incrementally", function()
+    local remote = gitsrv.bare(S, "big", false)
+    local r = assert(git.clone(gitsrv.urls(S, "big").file, tmp .. "/big"))
+    for d = 1, 30 do
+      for f = 1, 20 do
+        assert(r:write(string.format("vms/base/ns%02d/vm-%02d.yaml", d, f),
+          string.format("name: vm-%02d\nnamespace: ns%02d\n", f, d)))
+      end
+    end
+    assert(r:commit("big"))
+    assert(r:push())
+    assert.equals("600", trim(gitsrv.git(remote, "ls-tree -r main | wc -l")))
+    -- one pack, no loose objects
+    assert.equals("0", trim(h.capture("find " .. h.q(tmp .. "/big/.git/objects") ..
+      " -path '*/pack/*' -prune -o -type f -print | wc -l")))
+    assert(r:write("vms/base/ns01/vm-01.yaml", "changed\n"))
+    assert(r:write("vms/base/ns30/vm-20.yaml", "changed\n"))
+    assert(r:remove("vms/base/ns15/vm-10.yaml"))
+    assert(r:commit("small"))
+    assert(r:push())
+    assert.equals("M\tvms/base/ns01/vm-01.yaml\nD\tvms/base/ns15/vm-10.yaml\nM\tvms/base/ns30/vm-20.yaml",
+      trim(gitsrv.git(remote, "diff --name-status main~1 main")))
+    assert.equals("", gitsrv.git(remote, "fsck --no-progress"))
+    assert.equals("", gitsrv.git(tmp .. "/big", "status --porcelain"))
+  end)
+end)
+
+-- Trees git itself would refuse to create, made with `hash-object --literally` and
+-- served by a bare repository: the clone must refuse them and write nothing outside.
+describe("vmdr.git and a hostile tree from the remote", function()
+  local S, tmp, remote
+
+  local function hex2bin(hex)
+    return (hex:gsub("..", function(c) return string.char(tonumber(c, 16)) end))
+  end
+  local function object(kind, data)
+    local f = h.write(h.tmpdir("obj") .. "/o", data)
+    return trim(h.capture("git -C " .. h.q(remote) .. " hash-object --literally -w -t " .. kind ..
+      " " .. h.q(f)))
+  end
+  local function tree(entries)
+    local parts = {}
+    for _, e in ipairs(entries) do parts[#parts + 1] = e[1] .. " " .. e[2] .. "\0" .. hex2bin(e[3]) end
+    return object("tree", table.concat(parts))
+  end
+  -- Puts a commit with README plus `extra` entries on main.
+  local function publish(extra)
+    local readme = object("blob", "seed\n")
+    local entries = { { "100644", "README", readme } }
+    for _, e in ipairs(extra) do entries[#entries + 1] = e end
+    local t = tree(entries)
+    local c = trim(gitsrv.git(remote, "commit-tree " .. t .. " -p main -m hostile"))
+    gitsrv.git(remote, "update-ref refs/heads/main " .. c)
+  end
+
+  before_each(function()
+    S = repos_dir()
+    tmp = h.tmpdir("hostile")
+    remote = gitsrv.bare(S, "h", true)
+  end)
+
+  local outside_name = "vmdr-escaped-" .. h.pid()
+  local cases = {
+    { "a '..' directory", function()
+      return { { "40000", "..", tree { { "100644", outside_name, object("blob", "pwned") } } } }
+    end },
+    { "a '.git/hooks/x' file", function()
+      local hooks = tree { { "100755", "post-checkout", object("blob", "#!/bin/sh\ntouch /tmp/" .. outside_name) } }
+      return { { "40000", ".git", tree { { "40000", "hooks", hooks } } } }
+    end },
+    { "a '.GIT' directory", function()
+      return { { "40000", ".GIT", tree { { "100644", "config", object("blob", "[core]\n") } } } }
+    end },
+    { "a name with a slash", function()
+      return { { "100644", "a/../../" .. outside_name, object("blob", "pwned") } }
+    end },
+    { "an absolute symlink", function()
+      return { { "120000", "link", object("blob", "/tmp") } }
+    end },
+    { "a symlink climbing out", function()
+      return { { "40000", "sub", tree { { "120000", "up", object("blob", "../../..") } } } }
+    end },
+  }
+
+  for _, case in ipairs(cases) do
+    it("refuses " .. case[1] .. " on clone and on reset, writing nothing", function()
+      local url = gitsrv.urls(S, "h").file
+      local good = assert(git.clone(url, tmp .. "/good"))
+      local good_head = good:head()
+      publish(case[2]())
+      -- a fresh clone
+      local r, err = git.clone(url, tmp .. "/fresh")
+      assert.is_nil(r)
+      assert.equals("invalid", err.code)
+      assert.matches("hostile tree", err.message)
+      -- an existing clone: fetch works, reset refuses and leaves everything as it was
+      assert.is_true(good:fetch())
+      local ok, rerr = good:reset_to_remote()
+      assert.is_nil(ok)
+      assert.equals("invalid", rerr.code)
+      assert.equals(good_head, good:head())
+      assert.equals("seed\n", h.read(tmp .. "/good/README"))
+      assert.equals("README", trim(h.capture("ls -A " .. h.q(tmp .. "/good") .. " | grep -v '^.git$'")))
+      assert.is_false(exists(tmp .. "/" .. outside_name))
+      assert.is_false(exists(tmp .. "/good/.git/hooks/post-checkout"))
+      assert.is_false(exists("/tmp/" .. outside_name))
+      assert.is_false(exists(tmp .. "/fresh/link"))
+    end)
+  end
+
+  it("accepts a symlink that stays inside the repository", function()
+    publish { { "120000", "alias", object("blob", "README") },
+      { "40000", "d", tree { { "120000", "up", object("blob", "../README") } } } }
+    local r = assert(git.clone(gitsrv.urls(S, "h").file, tmp .. "/ok"))
+    assert.equals("seed\n", h.read(tmp .. "/ok/alias"))
+    r:close()
+  end)
+end)
