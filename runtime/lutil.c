@@ -10,13 +10,14 @@ static const char SECRETS_KEY = 's'; /* registry key: a sequence of secret strin
 static int err_tostring(lua_State *L)
 {
     luaL_Buffer b;
-    lua_getfield(L, 1, "code");
-    lua_getfield(L, 1, "message");
+    lua_getfield(L, 1, "code");    /* stack: err code */
+    lua_getfield(L, 1, "message"); /* stack: err code message */
+    /* absolute indices: in 5.4 luaL_buffinit pushes a placeholder, shifting -1/-2 */
     luaL_buffinit(L, &b);
-    luaL_addstring(&b, lua_isstring(L, -2) ? lua_tostring(L, -2) : "error");
-    if (lua_isstring(L, -1)) {
+    luaL_addstring(&b, lua_isstring(L, 2) ? lua_tostring(L, 2) : "error");
+    if (lua_isstring(L, 3)) {
         size_t n;
-        const char *m = lua_tolstring(L, -1, &n);
+        const char *m = lua_tolstring(L, 3, &n);
         luaL_addstring(&b, ": ");
         luaL_addlstring(&b, m, n);
     }
