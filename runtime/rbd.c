@@ -308,11 +308,12 @@ static void check_item(lua_State *L, int idx, vmdr_rbd_item *it)
 }
 
 /* cluster:batch(op, images [, { parallel=8, force=false, mode="snapshot", retry=0,
- *                               engine="threads"|"aio" }])
+ *                               flatten=false, engine="threads"|"aio" }])
  *   -> results, summary
  * op: promote | demote | enable | disable | resync | status | snapshot.
  * results[i] (same order as images): { image="pool/name", result="ok"|"already"|"failed",
  *   err={code,message,status}|nil, seconds=, snap_id= (snapshot, demote), attempts= (promote),
+ *   flattened=true (enable with flatten=true on a clone),
  *   status={...} (status op) }; summary = { ok=, already=, failed=, seconds= }.
  * Worker threads never touch the Lua state: items are marshalled first and pushed after the
  * join. An interrupt stops new items (their err.code is "interrupted"). */
@@ -344,6 +345,7 @@ static int cluster_batch(lua_State *L)
     b->force = vmdr_opt_boolean(L, 4, "force", 0);
     b->use_aio = strcmp(engine, "aio") == 0;
     b->retry = retry;
+    b->flatten = vmdr_opt_boolean(L, 4, "flatten", 0);
     b->interrupted = vmdr_interrupted;
     snprintf(b->mode, sizeof b->mode, "%s", mode);
     b->items = calloc(n > 0 ? (size_t)n : 1, sizeof *b->items);
@@ -417,6 +419,10 @@ static int cluster_batch(lua_State *L)
         if (it->snap_id) {
             lua_pushinteger(L, (lua_Integer)it->snap_id);
             lua_setfield(L, -2, "snap_id");
+        }
+        if (it->flattened) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "flattened");
         }
         if (op == VMDR_RBD_OP_PROMOTE && it->attempts) {
             lua_pushinteger(L, it->attempts);

@@ -83,7 +83,18 @@ void vmdr_rbd_item_run(vmdr_rbd_batch *b, vmdr_rbd_item *it, rados_ioctx_t *io,
         rc = vmdr_rbd_demote(&im, &already, &it->snap_id, &it->err);
         break;
     case VMDR_RBD_OP_ENABLE:
-        rc = vmdr_rbd_mirror_enable(&im, b->mode, &already, &it->err);
+        rc = 0;
+        if (b->flatten) {
+            vmdr_rbd_image_info info;
+            rc = vmdr_rbd_get_image_info(&info, &im, &it->err);
+            if (rc == 0 && info.has_parent) {
+                int frc = rbd_flatten(im.img);
+                rc = frc < 0 ? vmdr_rbd__fail(&it->err, frc, "flatten", &it->spec) : 0;
+                it->flattened = rc == 0;
+            }
+        }
+        if (rc == 0)
+            rc = vmdr_rbd_mirror_enable(&im, b->mode, &already, &it->err);
         break;
     case VMDR_RBD_OP_DISABLE:
         rc = vmdr_rbd_mirror_disable(&im, b->force, &already, &it->err);

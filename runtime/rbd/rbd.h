@@ -164,6 +164,7 @@ typedef struct vmdr_rbd_item {
     double seconds;
     uint64_t snap_id;            /* snapshot, demote */
     int attempts;                /* promote with retry */
+    int flattened;               /* enable with flatten */
     vmdr_rbd_mirror_status *status; /* status op: malloc'ed, freed by vmdr_rbd_batch_free */
 } vmdr_rbd_item;
 
@@ -175,6 +176,7 @@ typedef struct vmdr_rbd_batch {
     int use_aio;       /* promote/demote/status: librbd's async API from one thread */
     double retry;      /* seconds to retry a graceful promote on EBUSY/EROFS */
     char mode[16];     /* enable */
+    int flatten;       /* enable: flatten a clone first (a clone cannot be mirrored) */
     int (*interrupted)(void); /* polled by the waiting thread; NULL: never */
     vmdr_rbd_item *items;
     size_t n;
