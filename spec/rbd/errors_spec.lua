@@ -1,0 +1,189 @@
+-- vmdr.rbd's expected failures against real Ceph: each returns nil, err with a stable code,
+-- and none hangs: a stopped monitor and PGs with no OSD end within the client's bound.
+-- needs: ceph
+local h = require "support.helper"
+local ceph = require "support.ceph"
+local rbd = require "vmdr.rbd"
+local time = require "vmdr.time"
+
+local function fails(code, ok, err)
+  assert.is_nil(ok)
+  assert.is_table(err, "expected an error table")
+  assert.equals(code, err.code, tostring(err))
+  assert.is_string(err.message)
+  assert.matches("^" .. code .. ": ", tostring(err))
+  return err
+end
+
+describe("vmdr.rbd errors", function()
+  local a, plain
+
+  setup(function()
+    a = ceph.connect("a")
+    plain = ceph.name("plain")
+    assert(a:create_image("rbd", plain, 1024 * 1024))
+  end)
+
+  teardown(function()
+    if a then
+      a:remove_image("rbd", plain)
+      a:close()
+    end
+  end)
+
+  it("image missing: not_found", function()
+    local err = fails("not_found", a:image("rbd", "no-such-image"))
+    assert.matches("rbd/no%-such%-image", err.message)
+    assert.equals(2, err.status)
+  end)
+
+  it("pool missing: not_found naming the pool", function()
+    local err = fails("not_found", a:image("no-such-pool", "x"))
+    assert.matches("pool 'no%-such%-pool'", err.message)
+    fails("not_found", a:mirror_mode("no-such-pool"))
+  end)
+
+  it("mirroring not enabled: not_mirrored for promote, demote, resync, snapshot", function()
+    local img = assert(a:image("rbd", plain))
+    assert.equals("disabled", assert(img:mirror_info()).state)
+    fails("not_mirrored", img:promote(false))
+    fails("not_mirrored", img:promote(true))
+    fails("not_mirrored", img:demote())
+    fails("not_mirrored", img:resync())
+    fails("not_mirrored", img:mirror_snapshot())
+    assert.equals("already", img:mirror_disable(false))
+    img:close()
+  end)
+
+  it("enable in a pool/namespace whose mirror mode is disabled: invalid, saying why", function()
+    local n = ceph.name("nomirror")
+    assert(a:create_image("rbd", n, 1024 * 1024, { namespace = "plain" }))
+    local img = assert(a:image("rbd", n, { namespace = "plain" }))
+    local err = fails("invalid", img:mirror_enable("snapshot"))
+    assert.matches("mirror mode is 'disabled'", err.message)
+    img:close()
+    assert(a:remove_image("rbd", n, { namespace = "plain" }))
+  end)
+
+  it("promote of an already-primary image: already", function()
+    local n = ceph.name("prim")
+    assert(a:create_image("rbd", n, 1024 * 1024))
+    local img = assert(a:image("rbd", n))
+    assert.equals("ok", img:mirror_enable())
+    assert.equals("already", img:promote(false))
+    assert.equals("already", img:promote(true))
+    local r = a:batch("promote", { "rbd/" .. n })
+    assert.equals("already", r[1].result)
+    assert.equals("ok", img:mirror_disable(false))
+    img:close()
+    assert(a:remove_image("rbd", n))
+  end)
+
+  it("resync of a primary image: invalid", function()
+    local n = ceph.name("rsprim")
+    assert(a:create_image("rbd", n, 1024 * 1024))
+    local img = assert(a:image("rbd", n))
+    assert.equals("ok", img:mirror_enable())
+    local err = fails("invalid", img:resync())
+    assert.matches("primary", err.message)
+    img:mirror_disable(false)
+    img:close()
+    assert(a:remove_image("rbd", n))
+  end)
+
+  it("wrong keyring: auth, and the key is never printed", function()
+    local site = ceph.site("a")
+    local key = h.capture("ceph-authtool --gen-print-key"):gsub("%s+", "")
+    local dir = h.tmpdir("badkey")
+    local kr = h.write(dir .. "/keyring", "[client.admin]\n\tkey = " .. key .. "\n")
+    local err = fails("auth", rbd.connect { conf = site.conf, keyring = kr, timeout = 10 })
+    assert.not_matches(key, err.message, 1, true)
+    -- and a keyring that is not there is a config error before any network I/O
+    fails("config", rbd.connect { conf = site.conf, keyring = dir .. "/missing", timeout = 10 })
+    fails("config", rbd.connect { conf = dir .. "/missing.conf", timeout = 10 })
+  end)
+
+  it("a client without write caps: permission", function()
+    local env = ceph.env()
+    local c = assert(rbd.connect { conf = env.CEPH_A_CONF, keyring = env.CEPH_A_READER_KEYRING,
+      user = "reader", timeout = 10 })
+    -- opening for read-write takes a watch, which is a write
+    local img, err = c:image("rbd", plain)
+    if img then
+      err = select(2, img:mirror_enable())
+      img:close()
+    end
+    fails("permission", nil, err)
+    fails("permission", c:create_image("rbd", ceph.name("nope"), 1024))
+    c:close()
+  end)
+
+  it("misuse raises", function()
+    assert.has_error(function() rbd.connect("x") end)
+    assert.has_error(function() rbd.connect { timeout = -1 } end)
+    assert.has_error(function() a:image("rbd") end)
+    assert.has_error(function() a:batch("explode", {}) end)
+    assert.has_error(function() a:batch("promote", { 42 }) end)
+    assert.has_error(function() a:mirror_snapshot_schedule("rbd", "soon") end)
+    local img = assert(a:image("rbd", plain))
+    assert.has_error(function() img:mirror_enable("sometimes") end)
+    img:close()
+    assert.is_true(img:close())
+    assert.has_error(function() img:mirror_info() end, "attempt to use a closed vmdr.rbd.Image")
+  end)
+
+  it("mirror snapshot schedules without a ceph-mgr: unavailable, at once", function()
+    local env = ceph.env()
+    if env.CEPH_A_MGR == "1" then
+      assert.is_true(a:mirror_snapshot_schedule("rbd", "1h"))
+    else
+      local err = fails("unavailable", a:mirror_snapshot_schedule("rbd", "1h"))
+      assert.matches("ceph%-mgr", err.message)
+    end
+  end)
+
+  describe("against a lone monitor of its own", function()
+    local dir, conf, keyring, pid
+
+    setup(function()
+      dir = h.tmpdir("lonemon")
+      local out = h.capture(h.q(h.source_dir .. "/spec/support/ceph-fixture") .. " mon " .. h.q(dir))
+      conf = out:match("MON_CONF=(%S+)")
+      keyring = out:match("MON_KEYRING=(%S+)")
+      pid = out:match("MON_PID=(%d+)")
+      assert(conf and keyring and pid, out)
+      -- a pool whose PGs can never become active: there is no OSD
+      h.capture("ceph -c " .. h.q(conf) .. " --rados-mon-op-timeout 10 osd pool create nosd 8 8 2>&1")
+    end)
+
+    teardown(function()
+      if pid then h.sh("kill -CONT " .. pid .. " 2>/dev/null") end
+      if dir then h.sh(h.q(h.source_dir .. "/spec/support/ceph-fixture") .. " down " .. h.q(dir)) end
+    end)
+
+    it("an OSD op that cannot be served ends with timeout, not a hang", function()
+      local c = assert(rbd.connect { conf = conf, keyring = keyring, timeout = 2 })
+      local t0 = time.monotonic()
+      local err = fails("timeout", c:image("nosd", "x"))
+      print(string.format("  (image open with no OSD: %s after %.1f s, bound 2 s)", err.code,
+        time.monotonic() - t0))
+      c:close()
+    end)
+
+    it("a stopped monitor: connect returns unreachable within its bound", function()
+      assert.equals(0, h.sh("kill -STOP " .. pid))
+      local t0 = time.monotonic()
+      local err = fails("unreachable", rbd.connect { conf = conf, keyring = keyring, timeout = 2 })
+      assert.matches("within 2 s", err.message)
+      print(string.format("  (connect to a stopped mon: %s after %.1f s, bound 2 s)", err.code,
+        time.monotonic() - t0))
+      assert.equals(0, h.sh("kill -CONT " .. pid))
+    end)
+
+    it("a monitor address where nothing listens: unreachable", function()
+      local dead = h.write(dir .. "/dead.conf", (h.read(conf):gsub("mon host = [^\n]+",
+        "mon host = 127.0.0.1:1")))
+      fails("unreachable", rbd.connect { conf = dead, keyring = keyring, timeout = 2 })
+    end)
+  end)
+end)
