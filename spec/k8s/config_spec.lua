@@ -304,6 +304,32 @@ EOF
       c:close()
     end)
 
+    it("reads a kubeconfig written in YAML, as kubectl writes it", function()
+      local p = h.write(dir .. "/yaml/config", string.format([[
+apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    certificate-authority-data: %s
+    server: %s
+  name: yc
+contexts:
+- context:
+    cluster: yc
+    namespace: ns
+    user: yu
+  name: yctx
+current-context: yctx
+preferences: {}
+users:
+- name: yu
+  user:
+    token: tok-yaml-12345
+]], kt.b64(certs.ca_pem), srv.url))
+      assert(get_through(p))
+      assert.equals("Bearer tok-yaml-12345", last_auth(srv))
+    end)
+
     it("names a missing file", function()
       local c, err = k8s.client { kubeconfig = dir .. "/does/not/exist" }
       assert.is_nil(c)
