@@ -904,7 +904,7 @@ return function(raw)
     end
     local handle = setmetatable({}, handle_mt)
 
-    -- A failure: transient ones back off and retry, others (or too many) raise.
+    -- A failure: transient ones schedule a retry after a backoff, others (or too many) raise.
     local function failed(err)
       drop()
       if err.code == "eof" and w.failures == 0 then
@@ -922,8 +922,7 @@ return function(raw)
       local d = math.min(w.backoff_max, w.backoff * 2 ^ (w.failures - 1))
       d = d / 2 + math.random() * d / 2
       log.debug("k8s: watch reconnecting", { path = base, error = err.code, delay = d })
-      local ok, serr = time.sleep(d)
-      if not ok then error(serr, 0) end
+      w.retry_at = time.monotonic() + d
     end
 
     local function open()
@@ -965,7 +964,19 @@ return function(raw)
 
     local function iter()
       while not w.closed do
-        if w.rv == nil then
+        local now = time.monotonic()
+        if w.idle and now >= w.last + w.idle then
+          -- also while reconnecting: a debounce in the loop must not wait for the server
+          w.last = now
+          return "IDLE", nil
+        end
+        if w.retry_at and now < w.retry_at then
+          local d = w.retry_at - now
+          if w.idle then d = math.min(d, w.last + w.idle - now) end
+          local ok, serr = time.sleep(d)
+          if not ok then error(serr, 0) end
+        elseif w.rv == nil then
+          w.retry_at = nil
           local list, err = self_:list(e, { namespace = ns, labelSelector = opts.labelSelector,
             fieldSelector = opts.fieldSelector })
           if not list then
@@ -979,19 +990,13 @@ return function(raw)
             return "RESYNC", list
           end
         elseif not w.stream then
+          w.retry_at = nil
           open()
         else
-          local wait = 0
-          if w.idle then
-            wait = w.last + w.idle - time.monotonic()
-            if wait <= 0 then
-              w.last = time.monotonic()
-              return "IDLE", nil
-            end
-          end
+          local wait = w.idle and (w.last + w.idle - now) or 0
           local ev, err = w.stream:next(wait)
           if ev == false then
-            -- no line within the idle time: the loop above yields IDLE
+            -- no line within the idle time: the top of the loop yields IDLE
           elseif ev == nil then
             failed(err)
           elseif not is_table(ev) or type(ev.type) ~= "string" then
