@@ -10,14 +10,16 @@ static const char SECRETS_KEY = 's'; /* registry key: a sequence of secret strin
 static int err_tostring(lua_State *L)
 {
     luaL_Buffer b;
-    lua_getfield(L, 1, "code");    /* stack: err code */
-    lua_getfield(L, 1, "message"); /* stack: err code message */
-    /* absolute indices: in 5.4 luaL_buffinit pushes a placeholder, shifting -1/-2 */
+    /* absolute indices: luaL_buffinit may push a placeholder, shifting -1/-2 */
+    lua_getfield(L, 1, "code");
+    int code = lua_gettop(L);
+    lua_getfield(L, 1, "message");
+    int msg = lua_gettop(L);
     luaL_buffinit(L, &b);
-    luaL_addstring(&b, lua_isstring(L, 2) ? lua_tostring(L, 2) : "error");
-    if (lua_isstring(L, 3)) {
+    luaL_addstring(&b, lua_isstring(L, code) ? lua_tostring(L, code) : "error");
+    if (lua_isstring(L, msg)) {
         size_t n;
-        const char *m = lua_tolstring(L, 3, &n);
+        const char *m = lua_tolstring(L, msg, &n);
         luaL_addstring(&b, ": ");
         luaL_addlstring(&b, m, n);
     }

@@ -1,0 +1,105 @@
+/* vmdr.k8s core: the HTTP transport of the Kubernetes client (libcurl), base64 and
+ * the exec-credential runner. It knows nothing of Lua (STYLE: two layers) and nothing
+ * of Kubernetes semantics beyond "a request" and "a stream of JSON lines": kubeconfig,
+ * discovery, retries and the watch state machine live in lua/lib/vmdr/k8s/client.lua.
+ *
+ * One vmdr_k8s_conn is one curl multi handle. Every transfer of a client (requests
+ * and watch streams) is added to that multi, so they share its connection cache:
+ * keep-alive across calls, one pool per client. All waiting happens in one place
+ * (conn_wait in http.c): curl_multi_poll in slices of at most 100 ms, checking the
+ * interrupt callback between slices. */
+#ifndef VMDR_K8S_H
+#define VMDR_K8S_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+typedef struct vmdr_k8s_conn_opts {
+    const char *server; /* "https://host:port[/prefix]" */
+    const char *ca_file;
+    const char *ca_data; /* PEM bytes (already base64-decoded) */
+    size_t ca_len;
+    const char *cert_file;
+    const char *cert_data;
+    size_t cert_len;
+    const char *key_file;
+    const char *key_data; /* secret */
+    size_t key_len;
+    int insecure;              /* skip server certificate verification */
+    const char *server_name;   /* TLS server name (SNI + verification), else the URL's host */
+    long connect_timeout_ms;   /* 0: 10 s */
+    int (*interrupted)(void);  /* polled while waiting; non-zero aborts with "interrupted" */
+} vmdr_k8s_conn_opts;
+
+typedef struct vmdr_k8s_conn vmdr_k8s_conn;
+typedef struct vmdr_k8s_xfer vmdr_k8s_xfer;
+
+typedef struct vmdr_k8s_req {
+    const char *method; /* "GET", "POST", ... */
+    const char *path;   /* path and query, appended to the server URL */
+    const char *body;   /* may be NULL */
+    size_t body_len;
+    const char *content_type;  /* of the body */
+    const char *accept;        /* NULL: application/json */
+    const char *authorization; /* the whole header value ("Bearer ..."), secret; may be NULL */
+    long timeout_ms;           /* whole transfer; 0: none (streams) */
+    size_t max_body;           /* 0: 1 GiB */
+} vmdr_k8s_req;
+
+/* A finished response. The pointers stay valid until the next request on the conn. */
+typedef struct vmdr_k8s_resp {
+    long status;
+    const char *body;
+    size_t len;
+    const char *content_type; /* "" when the server sent none */
+    double retry_after;       /* seconds from a Retry-After header, -1 when absent */
+} vmdr_k8s_resp;
+
+int vmdr_k8s_conn_new(vmdr_k8s_conn **out, const vmdr_k8s_conn_opts *o, vmdr_err *err);
+/* Frees the conn; streams still open on it are detached (their next call fails "closed"). */
+void vmdr_k8s_conn_free(vmdr_k8s_conn *c);
+/* Replaces the client certificate and key (an exec plugin may hand out new ones). */
+int vmdr_k8s_conn_set_client_cert(vmdr_k8s_conn *c, const char *cert, size_t cert_len,
+                                  const char *key, size_t key_len, vmdr_err *err);
+
+/* One request, waited for. Returns 0 with out filled for any HTTP status, or -1 with err
+ * for transport failures: unreachable, timeout, tls, interrupted, too_large. */
+int vmdr_k8s_request(vmdr_k8s_conn *c, const vmdr_k8s_req *r, vmdr_k8s_resp *out, vmdr_err *err);
+
+/* Opens a streaming request (a watch) and waits until its response headers arrived.
+ * Returns 0 with *out (for any HTTP status: see vmdr_k8s_stream_status), or -1 with err. */
+int vmdr_k8s_stream_open(vmdr_k8s_xfer **out, vmdr_k8s_conn *c, const vmdr_k8s_req *r,
+                         long timeout_ms, vmdr_err *err);
+long vmdr_k8s_stream_status(const vmdr_k8s_xfer *x);
+const char *vmdr_k8s_stream_content_type(const vmdr_k8s_xfer *x);
+/* Next non-empty line of the body, without its newline. Returns 1 with *line and *len (valid
+ * until the next call), 0 when timeout_ms passed with no complete line, 2 at the clean end
+ * of the body (any unterminated rest is returned first as a last line), -1 with err. */
+int vmdr_k8s_stream_next(vmdr_k8s_xfer *x, long timeout_ms, const char **line, size_t *len,
+                         vmdr_err *err);
+/* Waits for the end of the body and returns all of it that was not yet consumed. */
+int vmdr_k8s_stream_rest(vmdr_k8s_xfer *x, long timeout_ms, const char **body, size_t *len,
+                         vmdr_err *err);
+void vmdr_k8s_stream_free(vmdr_k8s_xfer *x);
+
+/* base64 (RFC 4648, standard alphabet, padding optional, whitespace ignored).
+ * decode: *out is malloc'd (NUL-terminated); -1 with err "invalid" naming the offset. */
+int vmdr_k8s_base64_decode(char **out, size_t *outlen, const char *s, size_t n, vmdr_err *err);
+char *vmdr_k8s_base64_encode(const char *s, size_t n, size_t *outlen);
+
+/* Runs argv (no shell) with env additions ("K=V" strings), stdin from /dev/null, and
+ * collects stdout and stderr (malloc'd, NUL-terminated). *status is the exit status, or
+ * 128+signal. Returns -1 with err: not_found (no such program), timeout, interrupted. */
+typedef struct vmdr_k8s_exec_result {
+    int status;
+    char *out;
+    size_t out_len;
+    char *errout;
+    size_t err_len;
+} vmdr_k8s_exec_result;
+int vmdr_k8s_exec(vmdr_k8s_exec_result *res, const char *const *argv, const char *const *env,
+                  long timeout_ms, int (*interrupted)(void), vmdr_err *err);
+void vmdr_k8s_exec_result_free(vmdr_k8s_exec_result *res);
+
+#endif

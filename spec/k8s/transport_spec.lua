@@ -1,0 +1,271 @@
+-- vmdr.k8s transport against a scripted server (spec/support/script-server.py): replies no
+-- real API server sends (truncated JSON, HTML, wrong content types, broken watch lines),
+-- Status mapping, retries, keep-alive, gzip, proxies, interrupts. The API semantics
+-- themselves are checked against vmdr-sim in the other k8s specs.
+local h = require "support.helper"
+local kt = require "support.k8stest"
+local k8s = require "vmdr.k8s"
+
+local function pod(name, rv)
+  return { kind = "Pod", apiVersion = "v1", metadata = { name = name, namespace = "ns",
+    resourceVersion = rv } }
+end
+
+-- bypasses discovery: these specs are about the transport
+local PODS = { group = "", version = "v1", resource = "pods", namespaced = true }
+
+describe("vmdr.k8s transport", function()
+  local dir, srv, c
+
+  setup(function()
+    dir = h.tmpdir("k8s-transport")
+    srv = kt.script_server(dir, {})
+  end)
+  teardown(function() if srv then srv.stop() end end)
+
+  local function client(extra)
+    local o = { server = srv.url, token = "transport-token-123", retries = 3, backoff = 0.01,
+      backoff_max = 0.05 }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return assert(k8s.client(o))
+  end
+
+  before_each(function() c = client() end)
+  after_each(function() c:close() end)
+
+  it("rejects truncated JSON with a clean bad_response error", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = { kt.reply(200, '{"kind":"Pod","meta') } } }
+    local obj, err = c:get(PODS, "ns", "p")
+    assert.is_nil(obj)
+    assert.equals("bad_response", err.code)
+    assert.matches("not valid JSON", err.message)
+  end)
+
+  it("rejects a 200 with HTML and names the content type", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = { { status = 200,
+      headers = { ["Content-Type"] = "text/html" }, body = "<html><body>Login</body></html>" } } } }
+    local obj, err = c:get(PODS, "ns", "p")
+    assert.is_nil(obj)
+    assert.equals("bad_response", err.code)
+    assert.matches("text/html", err.message)
+    assert.matches("Login", err.message)
+  end)
+
+  it("rejects JSON sent with a wrong content type", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = { { status = 200,
+      headers = { ["Content-Type"] = "text/plain" }, body = '{"kind":"Pod"}' } } } }
+    local _, err = c:get(PODS, "ns", "p")
+    assert.equals("bad_response", err.code)
+    assert.matches("text/plain", err.message)
+  end)
+
+  it("treats a body cut short by the server as a failed call, not a result", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = { { status = 200,
+      headers = { ["Content-Type"] = "application/json" }, body = '{"kind":"Pod"', length = 500,
+      close = true } } } }
+    local obj, err = c:get(PODS, "ns", "p")
+    assert.is_nil(obj)
+    assert.equals("unreachable", err.code)
+    assert.matches("remaining", err.message)
+  end)
+
+  it("maps API Status replies to codes with reason and message", function()
+    local cases = {
+      { 404, "NotFound", "not_found" }, { 409, "Conflict", "conflict" }, { 410, "Gone", "gone" },
+      { 403, "Forbidden", "forbidden" }, { 401, "Unauthorized", "unauthorized" },
+      { 422, "Invalid", "invalid" }, { 400, "BadRequest", "invalid" },
+    }
+    for _, k in ipairs(cases) do
+      srv.set { { path = "/api/v1/namespaces/ns/pods/p", method = "PUT",
+        replies = { kt.status(k[1], k[2], "message for " .. k[2]) } } }
+      local obj, err = c:update(PODS, pod("p", "1"))
+      assert.is_nil(obj)
+      assert.equals(k[3], err.code)
+      assert.equals(k[1], err.status)
+      assert.equals(k[2], err.reason)
+      assert.matches("message for " .. k[2], err.message)
+      assert.matches("^" .. k[3] .. ": PUT /api/v1/namespaces/ns/pods/p", tostring(err))
+    end
+  end)
+
+  it("retries an idempotent call on 5xx and 429, then succeeds", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = {
+      kt.status(503, "ServiceUnavailable", "busy"), kt.status(429, "TooManyRequests", "slow down"),
+      { status = 502, headers = { ["Content-Type"] = "text/html" }, body = "<h1>Bad Gateway</h1>" },
+      kt.reply(200, pod("p", "7")) } } }
+    local before = #srv.requests()
+    local obj = assert(c:get(PODS, "ns", "p"))
+    assert.equals("7", obj.metadata.resourceVersion)
+    assert.equals(4, #srv.requests() - before)
+  end)
+
+  it("gives up after the configured retries with the last error", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = {
+      { status = 502, headers = { ["Content-Type"] = "text/html" }, body = "<h1>Bad Gateway</h1>" } } } }
+    local before = #srv.requests()
+    local obj, err = c:get(PODS, "ns", "p")
+    assert.is_nil(obj)
+    assert.equals("unavailable", err.code)
+    assert.equals(502, err.status)
+    assert.matches("Bad Gateway", err.message)
+    assert.equals(4, #srv.requests() - before) -- 1 + 3 retries
+  end)
+
+  it("does not retry a non-idempotent create on 5xx, but does on 429", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods", method = "POST", replies = {
+      kt.status(500, "InternalError", "boom"), kt.status(429, "TooManyRequests", "later"),
+      kt.reply(201, pod("p", "9")) } } }
+    local before = #srv.requests()
+    local obj, err = c:create(PODS, pod("p"))
+    assert.is_nil(obj)
+    assert.equals("unavailable", err.code)
+    assert.equals(1, #srv.requests() - before)
+    obj = assert(c:create(PODS, pod("p")))
+    assert.equals("9", obj.metadata.resourceVersion)
+    assert.equals(3, #srv.requests() - before)
+  end)
+
+  it("honours Retry-After instead of its own backoff", function()
+    -- with a 1000 s backoff, only the server's Retry-After: 0 lets this call finish
+    local slow = client { backoff = 1000, backoff_max = 1000 }
+    local routes = { { path = "/api/v1/namespaces/ns/pods/p", replies = {
+      { status = 429, headers = { ["Content-Type"] = "application/json", ["Retry-After"] = "0" },
+        body = '{"kind":"Status","code":429,"reason":"TooManyRequests","message":"later"}' },
+      kt.reply(200, pod("p", "3")) } } }
+    srv.set(routes)
+    local obj = assert(slow:get(PODS, "ns", "p"))
+    assert.equals("3", obj.metadata.resourceVersion)
+    slow:close()
+  end)
+
+  it("keeps one connection alive across calls and asks for gzip", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = { kt.reply(200, pod("p", "1")) } } }
+    local before = #srv.requests()
+    for _ = 1, 5 do assert(c:get(PODS, "ns", "p")) end
+    local reqs = srv.requests()
+    local ports = {}
+    for i = before + 1, #reqs do ports[reqs[i].port] = true end
+    local n = 0
+    for _ in pairs(ports) do n = n + 1 end
+    assert.equals(1, n)
+    assert.matches("gzip", reqs[#reqs].headers["Accept-Encoding"])
+    assert.equals("Bearer transport-token-123", reqs[#reqs].headers.Authorization)
+  end)
+
+  it("request() returns other verbs' answers and raw bytes", function()
+    srv.set { { path = "/healthz", replies = { { status = 200, headers = { ["Content-Type"] = "text/plain" },
+      body = "ok" } } },
+      { path = "/apis/x/v1/things", method = "POST", replies = { kt.reply(201, { kind = "Thing" }) } } }
+    local body, status = c:request("GET", "/healthz", nil, { raw = true })
+    assert.equals("ok", body)
+    assert.equals(200, status)
+    local obj, st = c:request("POST", "/apis/x/v1/things", { kind = "Thing", spec = { a = 1 } })
+    assert.equals("Thing", obj.kind)
+    assert.equals(201, st)
+    local reqs = srv.requests()
+    assert.equals('{"kind":"Thing","spec":{"a":1}}', reqs[#reqs].body)
+    assert.equals("application/json", reqs[#reqs].headers["Content-Type"])
+  end)
+
+  it("raises on misuse and on a closed client", function()
+    assert.has_error(function() c:get(PODS, "ns", 42) end)
+    assert.has_error(function() c:patch(PODS, "ns", "p", {}, { type = "bogus" }) end)
+    local c2 = client()
+    assert.is_true(c2:close())
+    assert.is_true(c2:close())
+    assert.matches("closed", tostring(c2))
+    assert.has_error(function() c2:get(PODS, "ns", "p") end, "attempt to use a closed vmdr.k8s.Client")
+  end)
+
+  it("fails a watch on a malformed event line, after its retries, with a raised error", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods", replies = { { status = 200,
+      headers = { ["Content-Type"] = "application/json" },
+      lines = { '{"type":"ADDED","object":{"kind":"Pod","metadata":{"name":"a","resourceVersion":"5"}}}\n',
+        '{"type":"MODIF\n' } },
+      { status = 200, headers = { ["Content-Type"] = "application/json" }, lines = { "<oops>\n" } } } } }
+    local seen = {}
+    local ok, err = pcall(function()
+      for t, obj in c:watch(PODS, { namespace = "ns", resourceVersion = "1", max_failures = 2,
+        backoff = 0.01 }) do
+        seen[#seen + 1] = t .. ":" .. obj.metadata.name
+      end
+    end)
+    assert.is_false(ok)
+    assert.equals("bad_response", err.code)
+    assert.same({ "ADDED:a" }, seen)
+  end)
+
+  it("fails a watch answered with HTML", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods", replies = { { status = 200,
+      headers = { ["Content-Type"] = "text/html" }, body = "<html>proxy login</html>" } } } }
+    local ok, err = pcall(function()
+      for _ in c:watch(PODS, { namespace = "ns", resourceVersion = "1" }) do end
+    end)
+    assert.is_false(ok)
+    assert.equals("bad_response", err.code)
+    assert.matches("text/html", err.message)
+  end)
+
+  it("a watch handles ERROR 410 by re-listing and yields RESYNC, then resumes", function()
+    srv.set {
+      { path = "/api/v1/namespaces/ns/pods", replies = {
+        { status = 200, headers = { ["Content-Type"] = "application/json" }, lines = {
+          '{"type":"BOOKMARK","object":{"kind":"Pod","metadata":{"resourceVersion":"8"}}}\n',
+          '{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+            .. '"message":"too old resource version: 8 (20)","reason":"Expired","code":410}}\n' } },
+        kt.reply(200, { kind = "PodList", apiVersion = "v1", metadata = { resourceVersion = "20" },
+          items = { pod("a", "19"), pod("b", "20") } }),
+        { status = 200, headers = { ["Content-Type"] = "application/json" }, lines = {
+          '{"type":"DELETED","object":{"kind":"Pod","metadata":{"name":"b","resourceVersion":"21"}}}\n' } },
+      } } }
+    local before = #srv.requests()
+    local got = {}
+    local it, _, _, w = c:watch(PODS, { namespace = "ns", resourceVersion = "7" })
+    for t, obj in it do
+      if t == "RESYNC" then
+        got[#got + 1] = t .. ":" .. #obj.items
+      else
+        got[#got + 1] = t .. ":" .. obj.metadata.name
+        break
+      end
+    end
+    w:close()
+    assert.same({ "RESYNC:2", "DELETED:b" }, got)
+    local reqs = srv.requests()
+    assert.matches("resourceVersion=7", reqs[before + 1].path)
+    assert.matches("watch=true", reqs[before + 1].path)
+    assert.not_matches("watch=", reqs[before + 2].path) -- the re-list
+    assert.matches("resourceVersion=20", reqs[before + 3].path)
+  end)
+
+  it("stops a blocked call on SIGINT with code interrupted", function()
+    srv.set { { path = "/slow", replies = { { status = 200, headers = { ["Content-Type"] = "application/json" },
+      lines = { "{", "}" }, delay = 60 } } } }
+    local s = h.write(dir .. "/slow.lua", string.format([[
+      local k8s = require "vmdr.k8s"
+      local c = assert(k8s.client { server = %q, token = "x" })
+      io.stdout:write("ready\n"); io.stdout:flush()
+      local body, err = c:request("GET", "/slow")
+      io.stdout:write(tostring(body), " ", err and err.code or "", "\n")
+      return body and 0 or 1
+    ]], srv.url))
+    local r = h.run_signalled({ s }, "INT", "ready")
+    assert.equals(130, r.code)
+    assert.matches("nil interrupted", r.stdout)
+  end)
+
+  it("goes through the proxy named in the environment, as curl does", function()
+    srv.set { { path = "http://api.k8s.invalid/api/v1/namespaces/ns/pods/p", replies = {
+      kt.reply(200, pod("p", "1")) } } }
+    local s = h.write(dir .. "/proxy.lua", [[
+      local k8s = require "vmdr.k8s"
+      local c = assert(k8s.client { server = "http://api.k8s.invalid", token = "x" })
+      local obj = assert(c:get({ group = "", version = "v1", resource = "pods", namespaced = true },
+        "ns", "p"))
+      io.stdout:write(obj.metadata.name, "\n")
+    ]])
+    local r = h.run({ s }, { http_proxy = srv.url, no_proxy = "" })
+    assert.equals(0, r.code, r.stderr)
+    assert.equals("p\n", r.stdout)
+  end)
+end)
