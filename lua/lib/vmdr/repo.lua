@@ -132,6 +132,50 @@ local function log(ctx, level, msg, fields)
   if l and l[level] then l[level](msg, fields) end
 end
 
+--- A read-only view of the remote branch, for workflows that read Git and never
+--- write it (failover, status). It holds the clone's lock until :close(). When the
+--- remote cannot be reached (the Git server may have gone down with the source
+--- site) the clone's last fetched state is used, with a warning: failing over from
+--- a slightly old copy beats not failing over.
+--- Returns { read = fn(self, path), list = fn(self, dir), head = id, stale = bool,
+---   close = fn(self) } or nil, err.
+---@param ctx table {config=, log=}
+---@param opts table|nil { lock_timeout= }
+---@return table|nil snapshot, table|nil err
+function M.snapshot(ctx, opts)
+  opts = opts or {}
+  local g = ctx.config.git or {}
+  local gopts, cerr = M.git_options(ctx.config)
+  if not gopts then return nil, cerr end
+  local lock, lerr = git.lock(lock_path(ctx), number(opts.lock_timeout or g.lock_timeout, 300))
+  if not lock then return nil, lerr end
+  local r, oerr = M.open(ctx)
+  if not r then lock:close(); return nil, oerr end
+  r:clear_locks()
+  local stale = false
+  local ok, ferr = r:fetch()
+  if not ok then
+    if ferr.code ~= "unreachable" and ferr.code ~= "timeout" then
+      r:close(); lock:close()
+      return nil, ferr
+    end
+    stale = true
+    log(ctx, "warn", "the Git remote cannot be reached: using the clone's last fetched state",
+      { reason = tostring(ferr) })
+  end
+  ok, ferr = r:reset_to_remote()
+  if not ok then r:close(); lock:close(); return nil, ferr end
+  local snap = { stale = stale, head = r:head() }
+  function snap:read(path) return r:read(path) end
+  function snap:list(dir) return r:list(dir) end
+  function snap:close()
+    r:close()
+    lock:close()
+    return true
+  end
+  return setmetatable(snap, { __close = function(s) s:close() end, __gc = function(s) s:close() end })
+end
+
 --- Runs one write transaction on the manifests repository.
 --- fn(tx) writes and removes files through tx (tx:read, tx:list, tx:write, tx:remove,
 --- tx:set_message); it may run more than once (after a rejected push) and must
