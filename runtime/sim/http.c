@@ -334,9 +334,96 @@ static enum MHD_Result reply_aggregated(ctx *x, int core)
                      s, len, NULL);
 }
 
+/* OpenAPI v3, just enough for kubectl: the index, and per group-version the paths with their
+ * GVK and the fieldValidation parameter, so kubectl apply/create leave validation to the server
+ * (it then skips client-side schema validation, which would need full schemas). No component
+ * schemas: kubectl would build strategic merge patches from them, which CRDs refuse. */
+static cJSON *openapi_gv(const char *group, const char *version)
+{
+    cJSON *doc = cJSON_CreateObject();
+    sim_j_set_str(doc, "openapi", "3.0.0");
+    cJSON *info = cJSON_CreateObject();
+    sim_j_set_str(info, "title", "Kubernetes");
+    sim_j_set_str(info, "version", "v1.31.0-vmdr-sim");
+    sim_j_set(doc, "info", info);
+    cJSON *paths = cJSON_CreateObject();
+    for (int i = 0; i < SIM_NRES; i++) {
+        const sim_res *r = &sim_resources[i];
+        if (strcmp(r->group, group) || strcmp(r->version, version))
+            continue;
+        char base[256], coll[300], item[320];
+        if (*r->group)
+            snprintf(base, sizeof base, "/apis/%s/%s", r->group, r->version);
+        else
+            snprintf(base, sizeof base, "/api/%s", r->version);
+        snprintf(coll, sizeof coll, "%s%s/%s", base, r->namespaced ? "/namespaces/{namespace}" : "",
+                 r->plural);
+        snprintf(item, sizeof item, "%s/{name}", coll);
+        static const char *const coll_ops[] = {"get", "post", NULL};
+        static const char *const item_ops[] = {"get", "put", "patch", "delete", NULL};
+        for (int k = 0; k < 2; k++) {
+            cJSON *pi = cJSON_CreateObject();
+            const char *const *ops = k ? item_ops : coll_ops;
+            for (int o = 0; ops[o]; o++) {
+                cJSON *op = cJSON_CreateObject();
+                cJSON *gvk = cJSON_CreateObject();
+                sim_j_set_str(gvk, "group", r->group);
+                sim_j_set_str(gvk, "version", r->version);
+                sim_j_set_str(gvk, "kind", r->kind);
+                sim_j_set(op, "x-kubernetes-group-version-kind", gvk);
+                cJSON *params = cJSON_CreateArray();
+                if (strcmp(ops[o], "get") && strcmp(ops[o], "delete")) {
+                    cJSON *fv = cJSON_CreateObject();
+                    sim_j_set_str(fv, "name", "fieldValidation");
+                    sim_j_set_str(fv, "in", "query");
+                    cJSON *sch = cJSON_CreateObject();
+                    sim_j_set_str(sch, "type", "string");
+                    sim_j_set(fv, "schema", sch);
+                    cJSON_AddItemToArray(params, fv);
+                }
+                sim_j_set(op, "parameters", params);
+                sim_j_set(pi, ops[o], op);
+            }
+            sim_j_set(paths, k ? item : coll, pi);
+        }
+    }
+    sim_j_set(doc, "paths", paths);
+    sim_j_set(doc, "components", cJSON_CreateObject());
+    return doc;
+}
+
+static enum MHD_Result openapi(ctx *x, char **seg, int nseg)
+{
+    if (nseg == 2) {
+        cJSON *idx = cJSON_CreateObject();
+        cJSON *paths = cJSON_CreateObject();
+        static const char *const gvs[] = {"api/v1", "apis/kubevirt.io/v1",
+                                          "apis/coordination.k8s.io/v1", NULL};
+        for (int i = 0; gvs[i]; i++) {
+            cJSON *e = cJSON_CreateObject();
+            char u[128];
+            snprintf(u, sizeof u, "/openapi/v3/%s?hash=%s", gvs[i], VMDR_VERSION);
+            sim_j_set_str(e, "serverRelativeURL", u);
+            sim_j_set(paths, gvs[i], e);
+        }
+        sim_j_set(idx, "paths", paths);
+        return reply_cjson(x, 200, idx);
+    }
+    if (nseg == 4 && !strcmp(seg[2], "api") && !strcmp(seg[3], "v1"))
+        return reply_cjson(x, 200, openapi_gv("", "v1"));
+    if (nseg == 5 && !strcmp(seg[2], "apis")) {
+        for (int i = 0; GROUPS[i]; i++)
+            if (!strcmp(seg[3], GROUPS[i]) && !strcmp(seg[4], "v1"))
+                return reply_cjson(x, 200, openapi_gv(GROUPS[i], "v1"));
+    }
+    return reply_no_route(x);
+}
+
 static enum MHD_Result discovery(ctx *x, char **seg, int nseg, int *handled)
 {
     *handled = 1;
+    if (nseg >= 2 && !strcmp(seg[0], "openapi") && !strcmp(seg[1], "v3"))
+        return openapi(x, seg, nseg);
     if (nseg == 1 && !strcmp(seg[0], "version")) {
         cJSON *v = cJSON_Parse("{\"major\":\"1\",\"minor\":\"31\",\"gitVersion\":"
                                "\"v1.31.0-vmdr-sim\",\"gitCommit\":\"0000000000000000000000000"

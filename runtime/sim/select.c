@@ -122,8 +122,8 @@ sim_selector *sim_selector_parse(const char *s, vmdr_err *err)
         sel->n++;
         if (!r->key) {
             vmdr_err_set(err, "invalid", 400,
-                         "unable to parse requirement: found '%.1s', expected: identifier",
-                         *p ? p : "end of string");
+                         "unable to parse requirement: found '%s', expected: identifier",
+                         *p ? p : "");
             goto fail;
         }
         if (!valid_key(r->key)) {
@@ -181,8 +181,7 @@ sim_selector *sim_selector_parse(const char *s, vmdr_err *err)
             skip_ws(&p);
             if (*p != '(') {
                 vmdr_err_set(err, "invalid", 400,
-                             "unable to parse requirement: found '%.1s', expected: '('",
-                             *p ? p : "end of string");
+                             "unable to parse requirement: found '%s', expected: '('", p);
                 goto fail;
             }
             p++;
@@ -201,8 +200,7 @@ sim_selector *sim_selector_parse(const char *s, vmdr_err *err)
             }
             if (*p != ')') {
                 vmdr_err_set(err, "invalid", 400,
-                             "unable to parse requirement: found '%.1s', expected: ',', ')'",
-                             *p ? p : "end of string");
+                             "unable to parse requirement: found '%s', expected: ',', ')'", p);
                 goto fail;
             }
             p++;
@@ -229,7 +227,7 @@ sim_selector *sim_selector_parse(const char *s, vmdr_err *err)
             return sel;
         if (*p != ',') {
             vmdr_err_set(err, "invalid", 400,
-                         "unable to parse requirement: found '%.1s', expected: ','", p);
+                         "unable to parse requirement: found '%s', expected: ','", p);
             goto fail;
         }
         p++;
