@@ -58,6 +58,17 @@ M.schema = {
   ["gc.max_delete_fraction"] = { type = "number", min = 0, max = 1 },
   ["gc.force"] = { type = "boolean", doc = "remove more than max_delete_fraction anyway" },
   site_dir = { type = "string" },
+  -- workflow variables, usually given with -e
+  vm_selector = { type = "string", doc = "the group a failover/activate/relocate acts on" },
+  all = { type = "boolean", doc = "act on every protected VM instead of a vm_selector" },
+  force = { type = "boolean", doc = "force promote (failover) / override gc brakes" },
+  namespace = { type = "string", doc = "limit to one namespace; event_sync: the VM's namespace" },
+  name = { type = "string", doc = "event_sync: the VM's name" },
+  format = { type = { "table", "json", "prometheus" }, doc = "output format of status" },
+  ["storage.ceph.parallel"] = { type = "integer", min = 1, max = 256 },
+  ["storage.ceph.timeout"] = { type = "number", min = 0 },
+  ["storage.ceph.peer_timeout"] = { type = "number", min = 0 },
+  ["storage.exec"] = { type = "map" },
 }
 
 local DEFAULTS = {

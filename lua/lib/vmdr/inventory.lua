@@ -40,19 +40,28 @@ function M.vm_claims(vm)
     return out
 end
 
-local function items_of(list)
+-- A list response's items carry no kind or apiVersion (the API server leaves them
+-- out; kubectl adds them back): the cleaners and Git files need them.
+local function items_of(list, kind, api_version)
     if type(list) ~= "table" then return {} end
-    return list.items or list
+    local items = list.items or list
+    for _, it in ipairs(items) do
+        if type(it) == "table" then
+            if it.kind == nil then it.kind = kind end
+            if it.apiVersion == nil then it.apiVersion = api_version end
+        end
+    end
+    return items
 end
 
 --- Indexes PVCs by "ns/name" and PVs by name.
 function M.index(pvcs, pvs)
     local pvc_by, pv_by = {}, {}
-    for _, c in ipairs(items_of(pvcs)) do
+    for _, c in ipairs(items_of(pvcs, "PersistentVolumeClaim", "v1")) do
         local md = c.metadata or {}
         if md.namespace and md.name then pvc_by[md.namespace .. "/" .. md.name] = c end
     end
-    for _, v in ipairs(items_of(pvs)) do
+    for _, v in ipairs(items_of(pvs, "PersistentVolume", "v1")) do
         local md = v.metadata or {}
         if md.name then pv_by[md.name] = v end
     end
@@ -98,7 +107,9 @@ end
 function M.bundles(vms, pvcs, pvs)
     local pvc_by, pv_by = M.index(pvcs, pvs)
     local out = {}
-    for _, vm in ipairs(items_of(vms)) do out[#out + 1] = M.bundle(vm, pvc_by, pv_by) end
+    for _, vm in ipairs(items_of(vms, "VirtualMachine", "kubevirt.io/v1")) do
+        out[#out + 1] = M.bundle(vm, pvc_by, pv_by)
+    end
     table.sort(out, function(a, b)
         if a.ns ~= b.ns then return tostring(a.ns) < tostring(b.ns) end
         return tostring(a.name) < tostring(b.name)
