@@ -13,39 +13,21 @@
 local ctx = ...
 local config = require "vmdr.config"
 local dr = require "vmdr.dr"
-local repo = require "vmdr.repo"
 local report = require "vmdr.report"
 local selector = require "vmdr.selector"
-local sync = require "vmdr.sync"
 
 local log = ctx.log
 config.require_keys(ctx.config, { "cluster_name", "git.url", "git.workdir" }, "failover")
 dr.hooks(ctx)
-local lay = dr.layout(ctx)
-local sel, sel_text = dr.vm_selector(ctx)
 local force = ctx.config.force == true
 
 -- the group, from Git
-local snap, serr = repo.snapshot(ctx)
-if not snap then return nil, "reading the manifests repository: " .. tostring(serr) end
-local group, unreadable = {}, {}
-for _, e in ipairs(sync.stored_vms(snap, lay)) do
-    if e.err then
-        unreadable[#unreadable + 1] = e
-    elseif not sel or selector.match(sel, e.vm.metadata.labels or {}) then
-        group[#group + 1] = sync.stored_bundle(snap, lay, e)
-    end
-end
-snap:close()
-for _, e in ipairs(unreadable) do log.error("unreadable VM file skipped", { file = e.path, reason = e.err }) end
-if #group == 0 then
-    return nil, string.format("no VM in Git matches %s: nothing to fail over (check the selector)", sel_text)
-end
-
-local storage, derr = dr.storage(ctx)
-if not storage then return nil, "opening the DR storage: " .. tostring(derr) end
-local refs, by_vm, problems = sync.images(storage, group)
+local g, gerr = dr.group(ctx)
+if not g then return nil, "failover: " .. gerr end
+if g.stale then log.warn("failing over from the clone's last fetched state: the Git remote is unreachable") end
+local sel, sel_text, group, refs, by_vm, problems = g.sel, g.text, g.bundles, g.vols, g.by_vm, g.problems
 for _, p in ipairs(problems) do log.error("disk cannot be failed over", { vm = p.vm, reason = p.err }) end
+local storage = dr.storage(ctx)
 
 local results = {}
 if #refs > 0 then
@@ -56,9 +38,8 @@ end
 local rows, failed, done = {}, 0, 0
 for _, b in ipairs(group) do
     local key = b.ns .. "/" .. b.name
-    for _, p in ipairs(b.problems) do
-        rows[#rows + 1] = { b.ns, b.name, "-", "FAILED", p }
-        failed = failed + 1
+    for _, p in ipairs(problems) do
+        if p.vm == key then rows[#rows + 1] = { b.ns, b.name, "-", "FAILED", p.err } end
     end
     for _, vol in ipairs(by_vm[key]) do
         local e = results[vol.spec]

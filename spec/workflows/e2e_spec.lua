@@ -268,6 +268,40 @@ storage:
         assert.equals("Halted", build("shop").db1.spec.runStrategy)
     end)
 
+    it("failback refuses while the group is on at the DR site, then brings it home safely", function()
+        -- the DR cluster: the group's VMs as Argo CD created them, one still running
+        local dfx = tmp .. "/dr-fixtures"
+        local function dr_vm(name, status)
+            return vm_yaml("shop", name, "database", { name .. "-root" }):gsub("spec:\n  running: true\n", "spec:\n  runStrategy: Halted\n")
+                .. "status: {printableStatus: " .. status .. "}\n"
+        end
+        h.write(dfx .. "/db1.yaml", dr_vm("db1", "Running"))
+        local sdr = sim.start { fixtures = dfx }
+        local r = run("failback", "-e", "vm_selector=app-tier=database", "-e", "dr.kubeconfig=" .. sdr.kubeconfig)
+        assert.equals(1, r.code)
+        assert.matches("still run at the DR site: shop/db1", r.stderr)
+        sdr.stop()
+        h.write(dfx .. "/db1.yaml", dr_vm("db1", "Stopped"))
+        sdr = sim.start { fixtures = dfx }
+        -- the control panel must not power the group on either
+        assert.equals(0, run("activate", "-e", "vm_selector=app-tier=database").code)
+        r = run("failback", "-e", "vm_selector=app-tier=database", "-e", "dr.kubeconfig=" .. sdr.kubeconfig)
+        assert.equals(1, r.code)
+        assert.matches("still powered on at the DR site", r.stderr)
+        assert.equals(0, run("deactivate", "-e", "vm_selector=app-tier=database").code)
+        -- db1 was force-promoted (split-brain): failback demotes and resyncs the source first
+        r = run("failback", "-e", "vm_selector=app-tier=database", "-e", "dr.kubeconfig=" .. sdr.kubeconfig)
+        sdr.stop()
+        assert.equals(0, r.code, r.stdout .. r.stderr)
+        for _, claim in ipairs { "db1-root", "db1-data" } do
+            assert.is_true(image("a", images[claim]):mirror_info().primary, claim)
+            assert.is_false(image("b", images[claim]):mirror_info().primary, claim)
+        end
+        -- and mirroring runs source -> DR again: a new snapshot reaches the DR copy
+        local sid = assert(image("a", images["db1-root"]):mirror_snapshot())
+        assert(image("b", images["db1-root"]):wait_synced(sid, 60))
+    end)
+
     it("gc refuses an empty live list while Git holds VMs, and deletes nothing", function()
         local before = commits()
         local r = run("gc", "-e", "label_selector=nothing=matches")

@@ -103,6 +103,51 @@ function M.vm_selector(ctx)
     return sel, text
 end
 
+--- The group a storage workflow acts on, read from Git alone (the source site may
+--- be gone): the stored VMs matching the selector, their claims and volumes, and
+--- the storage driver's volumes for them.
+--- Returns { sel=, text=, bundles=, vols=, by_vm=, problems=, unreadable=, stale= }
+--- or nil, err (err is a string for people).
+---@param ctx table
+---@return table|nil group, string|nil err
+function M.group(ctx)
+    local repo = require "vmdr.repo"
+    local sync = require "vmdr.sync"
+    local lay = M.layout(ctx)
+    local sel, text = M.vm_selector(ctx)
+    local snap, serr = repo.snapshot(ctx)
+    if not snap then return nil, "reading the manifests repository: " .. tostring(serr) end
+    local g = { sel = sel, text = text, bundles = {}, unreadable = {}, stale = snap.stale }
+    for _, e in ipairs(sync.stored_vms(snap, lay)) do
+        if e.err then
+            g.unreadable[#g.unreadable + 1] = e
+        elseif not sel or selector.match(sel, e.vm.metadata.labels or {}) then
+            g.bundles[#g.bundles + 1] = sync.stored_bundle(snap, lay, e)
+        end
+    end
+    snap:close()
+    for _, e in ipairs(g.unreadable) do
+        ctx.log.error("unreadable VM file skipped", { file = e.path, reason = e.err })
+    end
+    if #g.bundles == 0 then
+        return nil, string.format("no VM in Git matches %s (check the selector)", text)
+    end
+    local driver, derr = M.storage(ctx)
+    if not driver then return nil, "storage: " .. tostring(derr) end
+    g.vols, g.by_vm, g.problems = sync.images(driver, g.bundles)
+    for _, b in ipairs(g.bundles) do
+        for _, p in ipairs(b.problems) do
+            g.problems[#g.problems + 1] = { vm = b.ns .. "/" .. b.name, err = p }
+        end
+    end
+    return g
+end
+
+--- Whether a storage report entry is a failure.
+function M.failed(e)
+    return e == nil or e.result == "failed" or e.result == "refused"
+end
+
 --- Whether a VM object matches the DR label selector of the configuration.
 function M.is_protected(ctx, vm)
     ctx._dr_sel = ctx._dr_sel or assert(selector.parse(ctx.config.label_selector))

@@ -326,7 +326,8 @@ end
 --- reached. A forced entry has forced = true (split-brain until the old primary is demoted and
 --- resynced).
 ---@param vols table
----@param opts table|nil { site = "dr", force = false }
+---@param opts table|nil { site = "dr", force = false, no_force = false (never force, even
+---   when the other site is unreachable) }
 ---@return table report
 function Driver:promote(vols, opts)
   check_vols(vols)
@@ -343,7 +344,8 @@ function Driver:promote(vols, opts)
   end
   if #again == 0 then return report end
   local force, why = opts.force, "asked to"
-  if not force then
+  -- opts.no_force: a planned move (relocate, failback) must never split the brain
+  if not force and not opts.no_force then
     local _, perr = self:cluster(other(site), self.peer_timeout)
     if perr then
       force, why = true, "the " .. other(site) .. " site is unreachable (" .. perr.code .. ")"
