@@ -50,6 +50,36 @@ describe("cmake --install", function()
     assert.matches("^yo x\n", r.stdout)
   end)
 
+  it("loads the lazy native modules from the installed lib/vmdr/", function()
+    local s = h.write(elsewhere .. "/lazy.lua", [[
+      local loaded = {}
+      for _, m in ipairs { "git", "k8s", "rbd" } do
+        if package.preload["vmdr." .. m] then
+          assert(type(require("vmdr." .. m)) == "table")
+          loaded[#loaded + 1] = m
+        end
+      end
+      local f = assert(io.open("/proc/self/maps")); local maps = f:read("a"); f:close()
+      for path in maps:gmatch("(/%S+/vmdr/%a+%.so)") do loaded[#loaded + 1] = path end
+      io.write(table.concat(loaded, " "))
+    ]])
+    local r = assert(proc.run({ prefix .. "/bin/vmdr-run", s }, { cwd = elsewhere, env_clear = true }))
+    assert.equals(0, r.status, r.stderr)
+    local mods = {}
+    for _, m in ipairs { "git", "k8s", "rbd" } do
+      if fs.exists(h.source_dir .. "/runtime/" .. m .. ".c") then mods[#mods + 1] = m end
+    end
+    local want = table.concat(mods, " ")
+    local real = fs.realpath(prefix)
+    for _, m in ipairs(mods) do
+      -- each one mapped from the prefix, none from the build tree
+      assert.truthy(r.stdout:find(real .. "/", 1, true), r.stdout)
+      assert.matches("/vmdr/" .. m .. "%.so", r.stdout)
+    end
+    assert.equals(want, r.stdout:match("^([%a ]-)%s*/") or r.stdout)
+    assert.is_nil(r.stdout:find(h.build_dir, 1, true))
+  end)
+
   it("lists the installed workflows when a name is unknown", function()
     local r = assert(proc.run({ prefix .. "/bin/vmdr-run", "no-such" }, { cwd = elsewhere }))
     assert.equals(2, r.status)
