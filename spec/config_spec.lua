@@ -57,6 +57,11 @@ describe("vmdr.config", function()
     assert.equals("3", cfg.count)
     assert.is_false(config.build(nil, { gc = { force = "false" } }).gc.force)
     assert.equals("true", config.build(nil, { cluster_name = "true" }).cluster_name)
+    cfg = config.build(nil, { storage = { ceph = { parallel = "8", peer_timeout = "2.5" } },
+      git = { accept_unknown_host_key = "true" } })
+    assert.equals(8, cfg.storage.ceph.parallel)
+    assert.equals(2.5, cfg.storage.ceph.peer_timeout)
+    assert.is_true(cfg.git.accept_unknown_host_key)
   end)
 
   it("rejects -e strings that do not fit, naming key and value", function()
