@@ -60,7 +60,7 @@ describe("cmake --install", function()
         end
       end
       local f = assert(io.open("/proc/self/maps")); local maps = f:read("a"); f:close()
-      for path in maps:gmatch("(/%S+/vmdr/%a+%.so)") do loaded[#loaded + 1] = path end
+      for path in maps:gmatch("(/%S+/vmdr/[%w_]+%.so)") do loaded[#loaded + 1] = path end
       io.write(table.concat(loaded, " "))
     ]])
     local r = assert(proc.run({ prefix .. "/bin/vmdr-run", s }, { cwd = elsewhere, env_clear = true }))
