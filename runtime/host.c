@@ -234,49 +234,34 @@ static int pmain(lua_State *L)
     return 1;
 }
 
-/* Prints an uncaught error (redacted) and maps it to an exit code. */
-static int report(lua_State *L)
+/* error_text(err [, with_traceback]) -> "vmdr-run: <message>[\n<traceback>]", redacted.
+ * Runs protected: a __tostring that raises must not take the process down unreported. */
+static int error_text(lua_State *L)
 {
-    int code = VMDR_EXIT_LUA;
-    const char *kind = NULL;
-    if (lua_type(L, -1) == LUA_TTABLE) {
-        lua_getfield(L, -1, "code");
-        kind = lua_tostring(L, -1);
-        lua_pop(L, 1);
-        if (kind && (strcmp(kind, "usage") == 0 || strcmp(kind, "config") == 0))
-            code = VMDR_EXIT_USAGE;
-        else if (kind && strcmp(kind, "interrupted") == 0)
-            code = VMDR_EXIT_INTERRUPTED;
-    }
-    if (code == VMDR_EXIT_LUA && interrupt_sig)
-        code = VMDR_EXIT_INTERRUPTED;
-
-    int err = lua_absindex(L, -1);
+    int with_tb = lua_toboolean(L, 2);
+    lua_settop(L, 1);
     int text_type = LUA_TNIL;
-    if (lua_type(L, err) == LUA_TTABLE && luaL_getmetafield(L, err, "__tostring") == LUA_TNIL) {
+    if (lua_type(L, 1) == LUA_TTABLE && luaL_getmetafield(L, 1, "__tostring") == LUA_TNIL) {
         /* A plain {code=, message=} table raised by a script: print it as ours print. */
-        text_type = lua_getfield(L, err, "message"); /* stack: err message */
-        if (text_type == LUA_TSTRING && lua_getfield(L, err, "code") == LUA_TSTRING) {
+        text_type = lua_getfield(L, 1, "message"); /* stack: err message */
+        if (text_type == LUA_TSTRING && lua_getfield(L, 1, "code") == LUA_TSTRING) {
             lua_pushfstring(L, "%s: %s", lua_tostring(L, -1), lua_tostring(L, -2));
-            lua_replace(L, -3);
+            lua_replace(L, 2);
         }
-        if (text_type == LUA_TSTRING)
-            lua_settop(L, err + 1);
-        else
-            lua_settop(L, err);
-    } else if (lua_type(L, err) == LUA_TTABLE) {
-        lua_pop(L, 1); /* the __tostring luaL_getmetafield pushed */
+        lua_settop(L, text_type == LUA_TSTRING ? 2 : 1);
+    } else {
+        lua_settop(L, 1); /* drop the __tostring luaL_getmetafield may have pushed */
     }
     if (text_type != LUA_TSTRING)
-        luaL_tolstring(L, err, NULL); /* stack: err text */
+        luaL_tolstring(L, 1, NULL); /* stack: err text */
 
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     luaL_addstring(&b, "vmdr-run: ");
-    lua_pushvalue(L, err + 1);
+    lua_pushvalue(L, 2);
     luaL_addvalue(&b);
-    if (code == VMDR_EXIT_LUA && lua_type(L, err) == LUA_TTABLE) {
-        if (lua_getfield(L, err, "traceback") == LUA_TSTRING) {
+    if (with_tb && lua_type(L, 1) == LUA_TTABLE) {
+        if (lua_getfield(L, 1, "traceback") == LUA_TSTRING) {
             luaL_addstring(&b, "\n");
             luaL_addvalue(&b);
         } else {
@@ -287,8 +272,37 @@ static int report(lua_State *L)
     size_t n;
     const char *s = lua_tolstring(L, -1, &n);
     vmdr_push_redacted(L, s, n);
-    fprintf(stderr, "%s\n", lua_tostring(L, -1));
+    return 1;
+}
+
+/* Prints an uncaught error (redacted) and maps it to an exit code. */
+static int report(lua_State *L)
+{
+    int code = VMDR_EXIT_LUA;
+    int err = lua_absindex(L, -1);
+    if (lua_type(L, err) == LUA_TTABLE) {
+        /* rawget: unprotected here, so no metamethod may run */
+        lua_pushliteral(L, "code");
+        lua_rawget(L, err);
+        const char *kind = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        if (kind && (strcmp(kind, "usage") == 0 || strcmp(kind, "config") == 0))
+            code = VMDR_EXIT_USAGE;
+        else if (kind && strcmp(kind, "interrupted") == 0)
+            code = VMDR_EXIT_INTERRUPTED;
+        lua_pop(L, 1);
+    }
+    if (code == VMDR_EXIT_LUA && interrupt_sig)
+        code = VMDR_EXIT_INTERRUPTED;
+
+    lua_pushcfunction(L, error_text);
+    lua_pushvalue(L, err);
+    lua_pushboolean(L, code == VMDR_EXIT_LUA);
+    if (lua_pcall(L, 2, 1, 0) == LUA_OK)
+        fprintf(stderr, "%s\n", lua_tostring(L, -1));
+    else
+        fprintf(stderr, "vmdr-run: (the error could not be printed: its __tostring failed)\n");
     fflush(stderr);
+    lua_settop(L, err);
     return code;
 }
 

@@ -100,7 +100,8 @@ static const char **check_env(lua_State *L, int o)
         if (lua_type(L, -2) != LUA_TSTRING)
             luaL_error(L, "env names must be strings");
         const char *k = check_cstring(L, -2, "an env name");
-        luaL_argcheck(L, *k && strchr(k, '=') == NULL, 2, "env names must not be empty or hold '='");
+        luaL_argcheck(L, *k && strchr(k, '=') == NULL, 2,
+                      "env names must not be empty or hold '='");
         lua_pushvalue(L, -2); /* stack: ... key value key */
         if (lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
             lua_pushnil(L);

@@ -57,6 +57,11 @@ describe("vmdr.config", function()
     assert.equals("3", cfg.count)
     assert.is_false(config.build(nil, { gc = { force = "false" } }).gc.force)
     assert.equals("true", config.build(nil, { cluster_name = "true" }).cluster_name)
+    cfg = config.build(nil, { storage = { ceph = { parallel = "8", peer_timeout = "2.5" } },
+      git = { accept_unknown_host_key = "true" } })
+    assert.equals(8, cfg.storage.ceph.parallel)
+    assert.equals(2.5, cfg.storage.ceph.peer_timeout)
+    assert.is_true(cfg.git.accept_unknown_host_key)
   end)
 
   it("rejects -e strings that do not fit, naming key and value", function()
@@ -199,5 +204,91 @@ describe("vmdr-run configuration", function()
     assert.matches("using %*%*%*", r.stderr)
     assert.matches("rejected %*%*%*", r.stderr)
     assert.not_matches("t0ken", r.stdout .. r.stderr)
+  end)
+
+  describe("files", function()
+    local proc = require "vmdr.proc"
+    local show
+
+    setup(function()
+      show = h.write(tmp .. "/cfgshow.lua", [[
+        local ctx = ...
+        local c = ctx.config
+        io.write(c.git.url, "|", c.git.branch, "|", tostring(c.gc.max_delete_fraction), "|",
+          c.cluster_name, "|", tostring(ctx.vars.extra and ctx.vars.extra.n), "|",
+          math.type(c.git.push_retries))
+      ]])
+    end)
+
+    it("reads -c FILE, with -e on top", function()
+      local cfg = h.write(tmp .. "/c1.yaml",
+        "git:\n  url: file:///repo\n  branch: dr\ngc: {max_delete_fraction: 0.2}\ncluster_name: dr-east\n")
+      local r = h.run { "-c", cfg, show, "-e", "git.branch=other" }
+      assert.equals(0, r.code, r.stderr)
+      assert.equals("file:///repo|other|0.2|dr-east|nil|integer", r.stdout)
+    end)
+
+    it("reads $VMDR_CONFIG, else ./vmdr.yaml", function()
+      local cfg = h.write(tmp .. "/c2.yaml", "git: {url: from-env}\ncluster_name: a\n")
+      local r = h.run({ show }, { VMDR_CONFIG = cfg })
+      assert.equals(0, r.code, r.stderr)
+      assert.matches("^from%-env|main|0%.5|a|", r.stdout)
+      local dir = tmp .. "/cwd"
+      h.write(dir .. "/vmdr.yaml", "git: {url: from-cwd}\ncluster_name: b\n")
+      local p = assert(proc.run({ h.vmdr_run, show }, { cwd = dir, env = { VMDR_CONFIG = false } }))
+      assert.equals(0, p.status, p.stderr)
+      assert.matches("^from%-cwd|main|0%.5|b|", p.stdout)
+    end)
+
+    it("-e @FILE brings typed, nested variables; later -e wins", function()
+      local vars = h.write(tmp .. "/vars.yaml",
+        "git: {url: from-vars}\ncluster_name: c\nextra: {n: 3}\ngc: {max_delete_fraction: 0.7}\n")
+      local r = h.run { show, "-e", "@" .. vars, "-e", "gc.max_delete_fraction=0.9" }
+      assert.equals(0, r.code, r.stderr)
+      assert.equals("from-vars|main|0.9|c|3|integer", r.stdout)
+      r = h.run { show, "-e", "gc.max_delete_fraction=0.9", "-e", "@" .. vars }
+      assert.equals("from-vars|main|0.7|c|3|integer", r.stdout)
+    end)
+
+    it("exits 2 naming the file and the line of malformed YAML", function()
+      local bad = h.write(tmp .. "/bad.yaml", "git:\n  url: [unclosed\n")
+      local r = h.run { "-c", bad, show }
+      assert.equals(2, r.code)
+      assert.matches("configuration file '" .. bad:gsub("%p", "%%%0") .. "'", r.stderr)
+      assert.matches("line %d+", r.stderr)
+      r = h.run { show, "-e", "@" .. bad }
+      assert.equals(2, r.code)
+      assert.matches("variables file", r.stderr)
+      r = h.run { show, "-e", "@" .. tmp .. "/none.yaml" }
+      assert.equals(2, r.code)
+      assert.matches("none%.yaml", r.stderr)
+    end)
+
+    it("exits 2 naming the key and the file of a wrongly typed value", function()
+      local bad = h.write(tmp .. "/type.yaml", "git:\n  url: 42\n")
+      local r = h.run { "-c", bad, show }
+      assert.equals(2, r.code)
+      assert.matches("git%.url must be a string, got 42 %(.*type%.yaml%)", r.stderr)
+      local list = h.write(tmp .. "/list.yaml", "- a\n- b\n")
+      r = h.run { "-c", list, show }
+      assert.equals(2, r.code)
+      assert.matches("list%.yaml", r.stderr)
+    end)
+
+    it("never prints a secret named by a *_file setting in the file", function()
+      local tok = h.write(tmp .. "/tok2", "file-secret-0123456789\n")
+      local cfg = h.write(tmp .. "/sec.yaml", "git:\n  url: x\n  token_file: " .. tok .. "\n")
+      local s = h.write(tmp .. "/sec.lua", [[
+        local ctx = ...
+        local v = assert(require("vmdr.config").secret(ctx.config, "git.token"))
+        ctx.log.warn("token " .. v, { header = "Bearer " .. v })
+        return nil, "push failed with " .. v
+      ]])
+      local r = h.run { "-c", cfg, s }
+      assert.equals(1, r.code)
+      assert.matches("token %*%*%*", r.stderr)
+      assert.matches("push failed with %*%*%*", r.stderr)
+      assert.not_matches("file%-secret", r.stdout .. r.stderr)
+    end)
   end)
 end)

@@ -50,6 +50,41 @@ describe("cmake --install", function()
     assert.matches("^yo x\n", r.stdout)
   end)
 
+  it("loads the lazy native modules from the installed lib/vmdr/", function()
+    local s = h.write(elsewhere .. "/lazy.lua", [[
+      local loaded = {}
+      for _, m in ipairs { "git", "k8s", "rbd" } do
+        if package.preload["vmdr." .. m] then
+          assert(type(require("vmdr." .. m)) == "table")
+          loaded[#loaded + 1] = m
+        end
+      end
+      local f = assert(io.open("/proc/self/maps")); local maps = f:read("a"); f:close()
+      local paths, seen = {}, {}
+      for path in maps:gmatch("(/%S+/vmdr/[%w_]+%.so)") do
+        if not seen[path] then seen[path] = true; paths[#paths + 1] = path end
+      end
+      table.sort(paths)
+      io.write(table.concat(loaded, " "), "\n", table.concat(paths, " "), "\n")
+    ]])
+    local r = assert(proc.run({ prefix .. "/bin/vmdr-run", s }, { cwd = elsewhere, env_clear = true }))
+    assert.equals(0, r.status, r.stderr)
+    local mods = {}
+    for _, m in ipairs { "git", "k8s", "rbd" } do
+      if fs.exists(h.source_dir .. "/runtime/" .. m .. ".c") then mods[#mods + 1] = m end
+    end
+    local loaded, paths = r.stdout:match("^(.-)\n(.-)\n$")
+    assert.equals(table.concat(mods, " "), loaded)
+    -- each one mapped from the prefix's <libdir>/vmdr/, none from the build tree
+    local real = fs.realpath(prefix) .. "/"
+    local got = {}
+    for path in paths:gmatch("%S+") do
+      assert.equals(real, path:sub(1, #real))
+      got[#got + 1] = path:match("/vmdr/([%w_]+)%.so$")
+    end
+    assert.same(mods, got)
+  end)
+
   it("lists the installed workflows when a name is unknown", function()
     local r = assert(proc.run({ prefix .. "/bin/vmdr-run", "no-such" }, { cwd = elsewhere }))
     assert.equals(2, r.status)

@@ -76,6 +76,7 @@ describe("vmdr-run interrupted while writing", function()
       end
     end
     wait_out("ready")
+    while not (h.read(run .. "/pid") or ""):match("%d") do t.sleep(0.01) end
     local pid = h.read(run .. "/pid"):match("%d+")
     assert(h.sh("kill -TERM " .. pid) == 0)
     wait_out("interrupted")

@@ -149,6 +149,7 @@ describe("vmdr.proc.run", function()
       assert(t.monotonic() < deadline, "child never started")
       t.sleep(0.02)
     end
+    while not (h.read(d .. "/pid") or ""):match("%d") do t.sleep(0.01) end
     local child = h.read(pidfile):match("%d+")
     assert.is_true(alive(child))
     assert(h.sh("kill -INT " .. h.read(d .. "/pid"):match("%d+")) == 0)

@@ -112,7 +112,8 @@ function M.run_signalled(argv, sig, ready, env)
   assert(M.sh("sh -c " .. M.q(inner) .. " >/dev/null 2>&1 &") == 0)
   local t = require "vmdr.time"
   local deadline = t.monotonic() + 30
-  while not (M.read(d .. "/out") or ""):find(ready, 1, true) do
+  -- the shell writes the pid after forking: the process may be ready before it
+  while not ((M.read(d .. "/out") or ""):find(ready, 1, true) and (M.read(d .. "/pid") or ""):match("%d")) do
     if t.monotonic() > deadline then error("process never became ready: " .. (M.read(d .. "/err") or "")) end
     t.sleep(0.02)
   end

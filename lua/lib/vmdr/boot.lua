@@ -63,7 +63,10 @@ end
 M.set_dotted = set_dotted
 
 --- Parses the -e list into a nested table of variables. Values stay strings, as
---- ansible-playbook keeps them; `-e @file.yaml` brings typed values.
+--- ansible-playbook keeps them (vmdr.config coerces known keys); `-e @file.yaml`
+--- brings typed values. Later items override earlier ones.
+---@param list string[] "key=value" or "@file" items, in command-line order
+---@return table vars
 function M.parse_vars(list)
   local vars = {}
   for _, item in ipairs(list) do
@@ -93,7 +96,13 @@ local function list_workflows(dirs)
   return names
 end
 
---- Finds the script: an existing path, else <site>/workflows/NAME.lua, else the installed one.
+--- Finds the script: an existing path, else <site>/workflows/NAME.lua, else the installed
+--- one ("workflows/NAME.lua" and "NAME" both work). Raises a usage error listing the
+--- known workflows when there is none.
+---@param script string path or workflow name
+---@param site_dir string|nil absolute site directory
+---@param lua_dir string the installed Lua tree
+---@return string path
 function M.resolve_script(script, site_dir, lua_dir)
   if file_exists(script) then return absolute(script) end
   local name = script:gsub("^workflows/", ""):gsub("%.lua$", "")
@@ -111,7 +120,10 @@ function M.resolve_script(script, site_dir, lua_dir)
     #known > 0 and (" (workflows: " .. table.concat(known, ", ") .. ")") or "")
 end
 
---- boot.main(opts) -> exit code. opts comes from the C host (see host.c pmain).
+--- boot.main(opts) -> exit code. opts comes from the C host (see host.c pmain):
+--- script, vars, args, config, dry_run, verbosity, log_format, lua_dir, version.
+---@param opts table
+---@return integer exit code (0 ok, 1 the workflow reported a failure, or its own integer)
 function M.main(opts)
   local level = "info"
   if opts.verbosity < 0 then level = "warn" elseif opts.verbosity > 0 then level = "debug" end
