@@ -388,6 +388,13 @@ static int xfer_error(vmdr_k8s_xfer *x, vmdr_err *err)
         code = "timeout";
         break;
     case CURLE_SSL_CONNECT_ERROR:
+        /* A handshake cut by the peer going away is a connection problem, not a TLS
+         * setting to fix: the caller should retry, not reconfigure. */
+        if (strstr(why, "reset by peer") || strstr(why, "refused") || strstr(why, "unexpected eof") ||
+            strstr(why, "SSL_ERROR_SYSCALL") || strstr(why, "Broken pipe"))
+            break;
+        code = "tls";
+        break;
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CIPHER:
