@@ -559,6 +559,11 @@ int vmdr_k8s_request(vmdr_k8s_conn *c, const vmdr_k8s_req *r, vmdr_k8s_resp *out
     out->len = x->len;
     out->content_type = x->content_type;
     out->retry_after = x->retry_after;
+    {
+        curl_off_t us = 0;
+        curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME_T, &us);
+        out->seconds = (double)us / 1e6;
+    }
     return 0;
 }
 
