@@ -83,6 +83,20 @@ static int k8s_connect(lua_State *L)
     return 1;
 }
 
+/* Decodes with the collector paused: every table the decoder makes stays reachable
+ * until it returns, so collection steps during a large list (tens of thousands of
+ * tables) only re-traverse a growing heap; measured at 3x the decode time. */
+static int decode_push(lua_State *L, const char *s, size_t n, vmdr_err *err)
+{
+    int was_running = lua_gc(L, LUA_GCISRUNNING);
+    if (was_running)
+        lua_gc(L, LUA_GCSTOP);
+    int rc = vmdr_json_decode_push(L, s, n, err);
+    if (was_running)
+        lua_gc(L, LUA_GCRESTART);
+    return rc;
+}
+
 /* Pushes the decoded body, or nil and records why in info (at index info). */
 static void push_body(lua_State *L, const char *body, size_t len, const char *ctype, int info,
                       int want_raw)
@@ -90,7 +104,7 @@ static void push_body(lua_State *L, const char *body, size_t len, const char *ct
     vmdr_err err;
     vmdr_err_clear(&err);
     int json = ctype && strstr(ctype, "json") != NULL;
-    if (json && len > 0 && vmdr_json_decode_push(L, body, len, &err) == 0) {
+    if (json && len > 0 && decode_push(L, body, len, &err) == 0) {
         if (want_raw) {
             lua_pushlstring(L, body, len);
             lua_setfield(L, info, "raw");
@@ -121,7 +135,7 @@ static void check_req(lua_State *L, int idx, vmdr_k8s_req *r)
  * opts: body (string, or a table encoded as JSON), content_type, accept, authorization,
  * timeout (seconds, default 30), max_body, raw (also return the bytes in info.raw).
  * body is the decoded JSON (for a JSON content type), else nil; info = { content_type=,
- * retry_after=, raw=, decode_error= }. Any HTTP status is a result, not an error. */
+ * retry_after=, raw=, decode_error=, seconds= (the transfer) }. Any HTTP status is a result, not an error. */
 static int conn_request(lua_State *L)
 {
     conn_box *b = check_conn(L, 1);
@@ -158,6 +172,8 @@ static int conn_request(lua_State *L)
     int info = lua_gettop(L);
     lua_pushstring(L, resp.content_type);
     lua_setfield(L, info, "content_type");
+    lua_pushnumber(L, resp.seconds);
+    lua_setfield(L, info, "seconds");
     if (resp.retry_after >= 0) {
         lua_pushnumber(L, resp.retry_after);
         lua_setfield(L, info, "retry_after");
@@ -273,7 +289,7 @@ static int stream_next(lua_State *L)
     }
     if (r == 2)
         return vmdr_push_fail(L, "eof", 0, "the server ended the stream");
-    if (vmdr_json_decode_push(L, line, len, &err) != 0) {
+    if (decode_push(L, line, len, &err) != 0) {
         lua_pushnil(L);
         vmdr_push_errtable(L, "bad_response", err.message, 0);
         lua_pushlstring(L, line, len > 4096 ? 4096 : len);

@@ -26,6 +26,7 @@ struct vmdr_k8s_xfer {
     long status;
     char content_type[128];
     double retry_after;
+    size_t content_length; /* announced by the server, 0 if not; sizes the buffer once */
     char errbuf[CURL_ERROR_SIZE];
     char method[16];
     char url_for_msg[256]; /* path only: messages never carry credentials */
@@ -70,6 +71,10 @@ static size_t on_body(char *p, size_t size, size_t n, void *payload)
             size_t cap = x->cap ? x->cap : 16384;
             while (cap < x->len + add + 1)
                 cap *= 2;
+            /* A known length is allocated once: doubling a 20 MB list would copy it
+             * again and again and leave a buffer up to twice its size (peak RSS). */
+            if (x->content_length >= x->len + add && x->content_length < x->max)
+                cap = x->content_length + 1;
             char *nb = realloc(x->buf, cap);
             if (nb == NULL)
                 return 0;
@@ -93,6 +98,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *payload)
         x->status = sp ? strtol(sp + 1, NULL, 10) : 0;
         x->content_type[0] = '\0';
         x->retry_after = -1;
+        x->content_length = 0;
         x->headers_done = 0;
     } else if (len <= 2 && (p[0] == '\r' || p[0] == '\n')) {
         if (x->status >= 200)
@@ -113,6 +119,13 @@ static size_t on_header(char *p, size_t size, size_t n, void *payload)
                     vl = sizeof x->content_type - 1;
                 memcpy(x->content_type, v, vl);
                 x->content_type[vl] = '\0';
+            } else if (kl == 14 && strncasecmp(p, "Content-Length", 14) == 0) {
+                char tmp[32];
+                if (vl < sizeof tmp) {
+                    memcpy(tmp, v, vl);
+                    tmp[vl] = '\0';
+                    x->content_length = (size_t)strtoull(tmp, NULL, 10);
+                }
             } else if (kl == 11 && strncasecmp(p, "Retry-After", 11) == 0) {
                 char tmp[32];
                 if (vl < sizeof tmp) {
@@ -388,6 +401,13 @@ static int xfer_error(vmdr_k8s_xfer *x, vmdr_err *err)
         code = "timeout";
         break;
     case CURLE_SSL_CONNECT_ERROR:
+        /* A handshake cut by the peer going away is a connection problem, not a TLS
+         * setting to fix: the caller should retry, not reconfigure. */
+        if (strstr(why, "reset by peer") || strstr(why, "refused") || strstr(why, "unexpected eof") ||
+            strstr(why, "SSL_ERROR_SYSCALL") || strstr(why, "Broken pipe"))
+            break;
+        code = "tls";
+        break;
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CIPHER:
@@ -510,6 +530,7 @@ static int xfer_prepare(vmdr_k8s_xfer *x, const vmdr_k8s_req *r, int stream, vmd
     x->status = 0;
     x->content_type[0] = '\0';
     x->retry_after = -1;
+    x->content_length = 0;
     if (curl_multi_add_handle(c->multi, e) != CURLM_OK)
         return vmdr_err_set(err, "error", 0, "curl: cannot start the transfer");
     x->in_multi = 1;
@@ -552,6 +573,11 @@ int vmdr_k8s_request(vmdr_k8s_conn *c, const vmdr_k8s_req *r, vmdr_k8s_resp *out
     out->len = x->len;
     out->content_type = x->content_type;
     out->retry_after = x->retry_after;
+    {
+        curl_off_t us = 0;
+        curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME_T, &us);
+        out->seconds = (double)us / 1e6;
+    }
     return 0;
 }
 

@@ -54,6 +54,7 @@ typedef struct vmdr_k8s_resp {
     size_t len;
     const char *content_type; /* "" when the server sent none */
     double retry_after;       /* seconds from a Retry-After header, -1 when absent */
+    double seconds;           /* the transfer's duration (curl's total time) */
 } vmdr_k8s_resp;
 
 int vmdr_k8s_conn_new(vmdr_k8s_conn **out, const vmdr_k8s_conn_opts *o, vmdr_err *err);

@@ -3,7 +3,7 @@
 -- dropped streams and a server restart, BOOKMARKs, IDLE, label-selected DELETED, and
 -- fatal errors raised.
 local h = require "support.helper"
-local sim = require "support.sim"
+local kt = require "support.k8stest"
 local k8s = require "vmdr.k8s"
 
 local function fixtures(dir)
@@ -33,7 +33,7 @@ describe("vmdr.k8s watch against vmdr-sim", function()
 
   setup(function()
     dir = h.tmpdir("k8s-watch")
-    s = sim.start { fixtures = fixtures(dir .. "/fixtures"), tls = true, token = "watch-token-12345" }
+    s = kt.sim { fixtures = fixtures(dir .. "/fixtures"), tls = true, token = "watch-token-12345" }
     c = assert(k8s.client { kubeconfig = s.kubeconfig, retries = 3, backoff = 0.01, backoff_max = 0.05 })
   end)
   teardown(function()
