@@ -734,25 +734,77 @@ static int parse_continue(const char *tok, uint64_t *rv, char **start)
 
 /* ---- object access ----------------------------------------------------------------------- */
 
-/* Core lists carry items without apiVersion/kind (a CR list keeps them). The stored text
- * starts with those two members, so the bare item is "{" + the rest. */
-static void add_item(sim_buf *b, int res, const sim_obj *o)
+/* A list response as segments pointing into shared object texts: built under the store
+ * lock (pointers only), sent after it is released. */
+typedef struct lseg {
+    const char *p;
+    size_t n;
+} lseg;
+
+typedef struct listbody {
+    lseg *v;
+    size_t n, cap, i, off;
+    sim_text **refs;
+    size_t nrefs;
+    sim_buf head, tail;
+} listbody;
+
+static void lb_add(listbody *lb, const char *p, size_t n)
 {
-    if (sim_resources[res].custom) {
-        sim_buf_add(b, o->text, o->len);
-        return;
+    if (lb->n == lb->cap) {
+        lb->cap = lb->cap ? lb->cap * 2 : 256;
+        lb->v = sim_xrealloc(lb->v, lb->cap * sizeof *lb->v);
     }
-    const char *p = o->text;
-    const char *k = strstr(p, "\"kind\":\"");
-    if (!strncmp(p, "{\"apiVersion\":\"", 15) && k) {
-        const char *e = strchr(k + 8, '"');
-        if (e && e[1] == ',') {
-            sim_buf_add(b, "{", 1);
-            sim_buf_add(b, e + 2, o->len - (size_t)(e + 2 - p));
-            return;
+    lb->v[lb->n].p = p;
+    lb->v[lb->n].n = n;
+    lb->n++;
+}
+
+/* Core lists carry items without apiVersion/kind (a CR list keeps them). */
+static void lb_item(listbody *lb, int res, const sim_obj *o, int first)
+{
+    lb->refs[lb->nrefs++] = sim_text_ref(o->ref);
+    if (!first)
+        lb_add(lb, ",", 1);
+    if (!sim_resources[res].custom && o->ref->bare) {
+        lb_add(lb, "{", 1);
+        lb_add(lb, o->ref->s + o->ref->bare, o->ref->len - o->ref->bare);
+    } else {
+        lb_add(lb, o->ref->s, o->ref->len);
+    }
+}
+
+static void lb_free(void *cls)
+{
+    listbody *lb = cls;
+    for (size_t i = 0; i < lb->nrefs; i++)
+        sim_text_unref(lb->refs[i]);
+    free(lb->refs);
+    free(lb->v);
+    sim_buf_free(&lb->head);
+    sim_buf_free(&lb->tail);
+    free(lb);
+}
+
+static ssize_t lb_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    listbody *lb = cls;
+    size_t w = 0;
+    (void)pos;
+    while (w < max && lb->i < lb->n) {
+        lseg *sg = &lb->v[lb->i];
+        size_t k = sg->n - lb->off < max - w ? sg->n - lb->off : max - w;
+        memcpy(buf + w, sg->p + lb->off, k);
+        w += k;
+        lb->off += k;
+        if (lb->off == sg->n) {
+            lb->i++;
+            lb->off = 0;
         }
     }
-    sim_buf_add(b, o->text, o->len);
+    if (w == 0)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    return (ssize_t)w;
 }
 
 static const char *arg(ctx *x, const char *k)
@@ -824,37 +876,41 @@ static enum MHD_Result do_list(ctx *x, int res, const char *ns)
                                                                 : 0;
     if (start && i < c->n && !strcmp(c->v[i]->key, start))
         i++;
-    sim_buf b = {0};
     cJSON *table = NULL;
+    listbody *lb = NULL;
     char av[64];
     sim_res_api_version(res, av);
-    if (x->table)
+    if (x->table) {
         table = table_new(res, rv, NULL);
-    else
-        sim_buf_printf(&b,
+    } else {
+        lb = calloc(1, sizeof *lb);
+        if (!lb)
+            abort();
+        lb->refs = sim_xmalloc((c->n - (i < c->n ? i : c->n) + 1) * sizeof *lb->refs);
+        sim_buf_printf(&lb->head,
                        "{\"kind\":\"%s\",\"apiVersion\":\"%s\",\"metadata\":{\"resourceVersion\":"
-                       "\"%llu\"},\"items\":[",
+                       "\"%llu\"",
                        sim_resources[res].list_kind, av, (unsigned long long)rv);
+        lb_add(lb, NULL, 0); /* the head, filled in once continue is known */
+    }
+    int any_label = !sim_selector_empty(ls), any_field = fs.n > 0;
     long n = 0, remaining = 0;
     const char *last_key = NULL;
     for (; i < c->n; i++) {
         sim_obj *o = c->v[i];
         if (prefix && strncmp(o->key, prefix, plen))
             break;
-        if (!sim_fieldsel_matches(&fs, o->ns, o->name) ||
-            !sim_selector_matches(ls, sim_j_path(o->json, "metadata.labels")))
+        if ((any_field && !sim_fieldsel_matches(&fs, o->ns, o->name)) ||
+            (any_label && !sim_selector_matches(ls, sim_j_path(o->json, "metadata.labels"))))
             continue;
         if (limit && n == limit) {
             remaining++;
             continue;
         }
-        if (table) {
+        if (table)
             cJSON_AddItemToArray(cJSON_GetObjectItem(table, "rows"), table_row(x, res, o->json));
-        } else {
-            if (n)
-                sim_buf_add(&b, ",", 1);
-            add_item(&b, res, o);
-        }
+        else
+            lb_item(lb, res, o, n == 0);
         last_key = o->key;
         n++;
     }
@@ -873,22 +929,35 @@ static enum MHD_Result do_list(ctx *x, int res, const char *ns)
         free(next);
         return reply_cjson(x, 200, table);
     }
-    sim_buf_adds(&b, "]}");
-    if (next) {
-        /* metadata is the third member: splice continue and remainingItemCount into it */
-        sim_buf m = {0};
-        char *md_end = strstr(b.p, "\"},\"items\":[");
-        size_t cut = (size_t)(md_end - b.p) + 1;
-        sim_buf_add(&m, b.p, cut);
-        sim_buf_printf(&m, ",\"continue\":\"%s\",\"remainingItemCount\":%ld", next, remaining);
-        sim_buf_add(&m, b.p + cut, b.n - cut);
-        sim_buf_free(&b);
-        b = m;
-        free(next);
+    if (next)
+        sim_buf_printf(&lb->head, ",\"continue\":\"%s\",\"remainingItemCount\":%ld", next,
+                       remaining);
+    free(next);
+    sim_buf_adds(&lb->head, "},\"items\":[");
+    lb->v[0].p = lb->head.p;
+    lb->v[0].n = lb->head.n;
+    sim_buf_adds(&lb->tail, "]}");
+    lb_add(lb, lb->tail.p, lb->tail.n);
+    size_t total = 0;
+    for (size_t k = 0; k < lb->n; k++)
+        total += lb->v[k].n;
+    if (x->garble) {
+        /* a malformed-reply fault rewrites the body: materialise it */
+        sim_buf b = {0};
+        for (size_t k = 0; k < lb->n; k++)
+            sim_buf_add(&b, lb->v[k].p, lb->v[k].n);
+        lb_free(lb);
+        size_t len;
+        char *body = sim_buf_take(&b, &len);
+        return reply_json(x, 200, body, len);
     }
-    size_t len;
-    char *body = sim_buf_take(&b, &len);
-    return reply_json(x, 200, body, len);
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(total, 256 * 1024, lb_read, lb, lb_free);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    MHD_add_response_header(r, "Cache-Control", "no-cache, private");
+    enum MHD_Result rc = MHD_queue_response(x->c, 200, r);
+    MHD_destroy_response(r);
+    return rc;
 }
 
 /* ---- watch streams ------------------------------------------------------------------------ */
@@ -1433,34 +1502,6 @@ static void prepare_create(int res, cJSON *obj)
     }
 }
 
-/* Orders members as the API server prints them: apiVersion, kind, metadata, the rest, status
- * (add_item relies on apiVersion and kind coming first). */
-static cJSON *normalise(int res, cJSON *obj)
-{
-    cJSON *out = cJSON_CreateObject();
-    char av[64];
-    sim_res_api_version(res, av);
-    sim_j_set_str(out, "apiVersion", av);
-    sim_j_set_str(out, "kind", sim_resources[res].kind);
-    cJSON *md = cJSON_DetachItemFromObjectCaseSensitive(obj, "metadata");
-    cJSON *status = cJSON_DetachItemFromObjectCaseSensitive(obj, "status");
-    if (md)
-        cJSON_AddItemToObject(out, "metadata", md);
-    cJSON *it = obj->child;
-    while (it) {
-        cJSON *next = it->next;
-        if (strcmp(it->string, "apiVersion") && strcmp(it->string, "kind")) {
-            cJSON_DetachItemViaPointer(obj, it);
-            cJSON_AddItemToObject(out, it->string, it);
-        }
-        it = next;
-    }
-    if (status)
-        cJSON_AddItemToObject(out, "status", status);
-    cJSON_Delete(obj);
-    return out;
-}
-
 static enum MHD_Result do_create(ctx *x, int res, const char *ns)
 {
     enum MHD_Result rc;
@@ -1509,7 +1550,7 @@ static enum MHD_Result do_create(ctx *x, int res, const char *ns)
         return reply_invalid(x, res, nm, "metadata.name", detail);
     }
     prepare_create(res, obj);
-    obj = normalise(res, obj);
+    obj = sim_normalise(res, obj);
     sim_store_stamp_new(res, obj);
     md = sim_j_obj(obj, "metadata");
     name = sim_j_str(md, "name");
@@ -1622,7 +1663,7 @@ static enum MHD_Result commit_update(ctx *x, int res, sim_obj *cur, cJSON *obj, 
         if (os)
             cJSON_AddItemToObject(obj, "status", cJSON_Duplicate(os, 1));
     }
-    obj = normalise(res, obj);
+    obj = sim_normalise(res, obj);
     md = sim_j_obj(obj, "metadata");
     if (sim_resources[res].custom && spec_changed(old, obj)) {
         const cJSON *g = cJSON_GetObjectItemCaseSensitive(md, "generation");

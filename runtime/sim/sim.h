@@ -122,12 +122,26 @@ cJSON *sim_merge_patch(cJSON *target, const cJSON *patch);
 int sim_json_patch(cJSON **doc, const cJSON *ops, vmdr_err *err);
 
 /* ---- store.c ------------------------------------------------------------------------- */
+/* An object's serialised JSON, shared (refcounted) between the store and list responses
+ * still being sent, so a list is a snapshot of pointers rather than a copy of every byte. */
+typedef struct sim_text {
+    int refs;      /* atomic */
+    size_t len;
+    size_t bare;   /* offset of the members after apiVersion and kind ("{" + s + bare is the
+                      item as a core list carries it), 0 when not in that shape */
+    char s[];
+} sim_text;
+
+sim_text *sim_text_ref(sim_text *t);
+void sim_text_unref(sim_text *t);
+
 typedef struct sim_obj {
     char *key;  /* "ns/name", or "name" for cluster-scoped objects: etcd key order */
     char *ns;   /* "" for cluster-scoped */
     char *name;
     cJSON *json;
-    char *text; /* cached compact JSON of json */
+    sim_text *ref;
+    const char *text; /* ref->s: cached compact JSON of json */
     size_t len;
 } sim_obj;
 
@@ -177,6 +191,9 @@ int sim_store_delete(sim_store *st, int res, const char *ns, const char *name, c
 void sim_store_compact(sim_store *st);
 /* Ensures a Namespace object exists (the fixtures' namespaces exist from the start). */
 void sim_store_ensure_ns(sim_store *st, const char *ns);
+/* Orders members as the API server prints them: apiVersion, kind, metadata, the rest, status.
+ * Consumes obj; returns the reordered object. */
+cJSON *sim_normalise(int res, cJSON *obj);
 /* Fills metadata the API server sets on create (uid, creationTimestamp, generation). */
 void sim_store_stamp_new(int res, cJSON *obj);
 

@@ -152,15 +152,23 @@ function M.start(opts)
     return r.json
   end
 
-  --- Stops the server (SIGTERM, then SIGKILL after 10 s); idempotent.
+  --- Stops the server (SIGTERM, then SIGKILL after 10 s); idempotent. Raises if the server
+  --- logged a sanitizer report (ASan/UBSan/LSan builds): a silent memory error is a failure.
   function s.stop()
     if s.stopped then return end
     s.stopped = true
     h.sh("kill -TERM " .. s.pid .. " 2>/dev/null")
     local deadline = t.monotonic() + 10
     while alive(s.pid) do
-      if t.monotonic() > deadline then h.sh("kill -KILL " .. s.pid .. " 2>/dev/null") break end
+      if t.monotonic() > deadline then
+        h.sh("kill -KILL " .. s.pid .. " 2>/dev/null")
+        error("vmdr-sim did not exit on SIGTERM within 10 s", 2)
+      end
       t.sleep(0.02)
+    end
+    local log = h.read(s.stderr_file) or ""
+    if log:find("Sanitizer") or log:find("runtime error:") then
+      error("vmdr-sim reported a memory or UB error:\n" .. log, 2)
     end
   end
 
