@@ -51,7 +51,7 @@ describe("vmdr.git over file:// and a path", function()
       assert.equals("Tester <t@example.com>", trim(gitsrv.git(remote, "log -1 --format='%an <%ae>' main")))
       assert.equals("README\nvms/base/ns1/kustomization.yaml\nvms/base/ns1/vm-a.yaml",
         trim(gitsrv.git(remote, "ls-tree -r --name-only main")))
-      assert.equals("", gitsrv.git(remote, "fsck --no-progress"))
+      assert.equals("", gitsrv.git(remote, "fsck --no-progress --no-dangling"))
       -- the work tree of the clone matches, and git status is clean
       assert.equals("kind: VirtualMachine\n", h.read(tmp .. "/a/vms/base/ns1/vm-a.yaml"))
       assert.equals("", gitsrv.git(tmp .. "/a", "status --porcelain"))
@@ -265,7 +265,7 @@ describe("vmdr.git over file:// and a path", function()
     assert(r:push())
     assert.equals("M\tvms/base/ns01/vm-01.yaml\nD\tvms/base/ns15/vm-10.yaml\nM\tvms/base/ns30/vm-20.yaml",
       trim(gitsrv.git(remote, "diff --name-status main~1 main")))
-    assert.equals("", gitsrv.git(remote, "fsck --no-progress"))
+    assert.equals("", gitsrv.git(remote, "fsck --no-progress --no-dangling"))
     assert.equals("", gitsrv.git(tmp .. "/big", "status --porcelain"))
   end)
 end)

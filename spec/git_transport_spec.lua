@@ -61,7 +61,7 @@ describe("vmdr.git over HTTP, HTTPS and SSH", function()
       assert.is_true(a:reset_to_remote())
       assert.equals(b:head(), a:head())
       assert.equals("b\n", h.read(tmp .. "/a/vms/base/ns/vm-b.yaml"))
-      assert.equals("", gitsrv.git(remote, "fsck --no-progress"))
+      assert.equals("", gitsrv.git(remote, "fsck --no-progress --no-dangling"))
       -- the token is in no file of the clone
       assert.equals(1, h.sh("grep -r -q -F " .. h.q(S.token) .. " " .. h.q(tmp)))
     end)

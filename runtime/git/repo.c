@@ -914,11 +914,18 @@ int vmdr_git_reset_to_remote(vmdr_git_repo *r, vmdr_err *e)
     if ((!head || !git_oid_equal(git_tree_id(head), git_tree_id(tree))) &&
         vmdr_git__validate_tree(r->repo, tree, e) < 0)
         goto done;
-    if ((rc = git_repository_set_head(r->repo, r->local_ref)) < 0 ||
-        (rc = git_reset(r->repo, commit, GIT_RESET_HARD, &co)) < 0) {
+    /* Not git_reset(HARD): it replaces the checkout strategy with a plain FORCE, which
+     * keeps untracked files (what a killed run wrote must go). Checkout also writes the
+     * index; the branch moves after the files are in place. */
+    git_reference *ref = NULL;
+    if ((rc = git_checkout_tree(r->repo, commit, &co)) < 0 ||
+        (rc = git_reference_create(&ref, r->repo, r->local_ref, &target, 1, "vmdr: reset")) < 0 ||
+        (rc = git_repository_set_head(r->repo, r->local_ref)) < 0) {
+        git_reference_free(ref);
         vmdr_git__set_error(e, rc, "cannot reset to the remote branch");
         goto done;
     }
+    git_reference_free(ref);
     ret = 0;
 done:
     vmdr_git__drop_pending(r);
