@@ -180,6 +180,22 @@ describe("vmdr.rbd errors", function()
       assert.equals(0, h.sh("kill -CONT " .. pid))
     end)
 
+    it("a connect waiting on a stopped monitor ends at once on SIGINT: interrupted", function()
+      assert.equals(0, h.sh("kill -STOP " .. pid))
+      local s = h.write(dir .. "/connect.lua", string.format([[
+        local rbd = require "vmdr.rbd"
+        io.stdout:write("ready\n"); io.stdout:flush()
+        local c, err = rbd.connect { conf = %q, keyring = %q, timeout = 120 }
+        io.stdout:write(tostring(c), " ", err and err.code or "", "\n")
+        return 1
+      ]], conf, keyring))
+      -- with a 120 s bound, only the interrupt can end this before run_signalled's 30 s limit
+      local r = h.run_signalled({ s }, "INT", "ready")
+      assert.equals(0, h.sh("kill -CONT " .. pid))
+      assert.equals(130, r.code)
+      assert.matches("nil interrupted", r.stdout)
+    end)
+
     it("a monitor address where nothing listens: unreachable", function()
       local dead = h.write(dir .. "/dead.conf", (h.read(conf):gsub("mon host = [^\n]+",
         "mon host = 127.0.0.1:1")))
