@@ -114,6 +114,8 @@ int vmdr_rbd_parse_spec(vmdr_rbd_spec *out, const char *s, vmdr_err *e)
     c = strchr(b, '/');
     if (c) {
         *c++ = '\0';
+        if (!*b)
+            return vmdr_err_set(e, "invalid", EINVAL, "image spec '%s' has an empty namespace", s);
         return vmdr_rbd_set_spec(out, a, b, c, e);
     }
     return vmdr_rbd_set_spec(out, a, NULL, b, e);
