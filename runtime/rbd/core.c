@@ -58,8 +58,10 @@ const char *vmdr_rbd_errcode(int err)
 
 void vmdr_rbd_spec_format(const vmdr_rbd_spec *s, char *buf, size_t n)
 {
-    if (s->ns[0])
+    if (s->ns[0] && s->name[0])
         snprintf(buf, n, "%s/%s/%s", s->pool, s->ns, s->name);
+    else if (s->ns[0])
+        snprintf(buf, n, "%s/%s", s->pool, s->ns);
     else if (s->name[0])
         snprintf(buf, n, "%s/%s", s->pool, s->name);
     else
