@@ -165,6 +165,7 @@ static int rbd_connect(lua_State *L)
     o.cluster = vmdr_opt_string(L, 1, "cluster", NULL);
     o.timeout = vmdr_opt_number(L, 1, "timeout", 30);
     luaL_argcheck(L, o.timeout > 0, 1, "timeout must be positive");
+    o.interrupted = vmdr_interrupted;
     vmdr_err_clear(&e);
     if (vmdr_interrupted())
         return vmdr_push_fail(L, "interrupted", EINTR, "interrupted before connecting");

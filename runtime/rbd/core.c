@@ -2,6 +2,7 @@
 #include "rbd.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,8 +58,10 @@ const char *vmdr_rbd_errcode(int err)
 
 void vmdr_rbd_spec_format(const vmdr_rbd_spec *s, char *buf, size_t n)
 {
-    if (s->ns[0])
+    if (s->ns[0] && s->name[0])
         snprintf(buf, n, "%s/%s/%s", s->pool, s->ns, s->name);
+    else if (s->ns[0])
+        snprintf(buf, n, "%s/%s", s->pool, s->ns);
     else if (s->name[0])
         snprintf(buf, n, "%s/%s", s->pool, s->name);
     else
@@ -113,6 +116,8 @@ int vmdr_rbd_parse_spec(vmdr_rbd_spec *out, const char *s, vmdr_err *e)
     c = strchr(b, '/');
     if (c) {
         *c++ = '\0';
+        if (!*b)
+            return vmdr_err_set(e, "invalid", EINVAL, "image spec '%s' has an empty namespace", s);
         return vmdr_rbd_set_spec(out, a, b, c, e);
     }
     return vmdr_rbd_set_spec(out, a, NULL, b, e);
@@ -124,6 +129,80 @@ static int conf_set(rados_t r, const char *k, const char *v, vmdr_err *e)
     if (rc < 0)
         return vmdr_err_set(e, "invalid", -rc, "cannot set %s=%s: %s", k, v, strerror(-rc));
     return 0;
+}
+
+/* rados_connect blocks up to client_mount_timeout and cannot be cancelled. It runs in a
+ * thread of its own so the caller can give up on an interrupt: the abandoned thread then
+ * shuts its handle down itself when librados returns. */
+typedef struct connect_job {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    rados_t r;
+    int rc, done, abandoned;
+} connect_job;
+
+static void connect_job_free(connect_job *j)
+{
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+}
+
+static void *connect_thread(void *arg)
+{
+    connect_job *j = arg;
+    int rc = rados_connect(j->r);
+    pthread_mutex_lock(&j->mu);
+    j->rc = rc;
+    j->done = 1;
+    int abandoned = j->abandoned;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    if (abandoned) {
+        rados_shutdown(j->r);
+        connect_job_free(j);
+    }
+    return NULL;
+}
+
+/* Returns rados_connect's result, or -EINTR once interrupted() says so (r is then owned by
+ * the connecting thread, which shuts it down). */
+static int connect_interruptible(rados_t r, int (*interrupted)(void))
+{
+    if (!interrupted)
+        return rados_connect(r);
+    connect_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return -ENOMEM;
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    j->r = r;
+    pthread_t th;
+    if (pthread_create(&th, NULL, connect_thread, j) != 0) {
+        connect_job_free(j);
+        return rados_connect(r);
+    }
+    pthread_detach(th);
+    pthread_mutex_lock(&j->mu);
+    while (!j->done) {
+        if (interrupted()) {
+            j->abandoned = 1;
+            pthread_mutex_unlock(&j->mu);
+            return -EINTR;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+    }
+    int rc = j->rc;
+    pthread_mutex_unlock(&j->mu);
+    connect_job_free(j);
+    return rc;
 }
 
 int vmdr_rbd_connect(vmdr_rbd_cluster **out, const vmdr_rbd_connect_opts *o, vmdr_err *e)
@@ -168,7 +247,12 @@ int vmdr_rbd_connect(vmdr_rbd_cluster **out, const vmdr_rbd_connect_opts *o, vmd
         (rc = conf_set(r, "rados_mon_op_timeout", tmo, e)) < 0 ||
         (rc = conf_set(r, "rados_osd_op_timeout", tmo, e)) < 0)
         goto done;
-    rc = rados_connect(r);
+    rc = connect_interruptible(r, o->interrupted);
+    if (rc == -EINTR) {
+        r = NULL; /* the connecting thread owns it now */
+        vmdr_err_set(e, "interrupted", EINTR, "interrupted while connecting");
+        goto done;
+    }
     if (rc < 0) {
         if (rc == -ETIMEDOUT)
             vmdr_err_set(e, "unreachable", ETIMEDOUT,

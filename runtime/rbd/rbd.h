@@ -30,6 +30,7 @@ typedef struct vmdr_rbd_connect_opts {
     const char *user;    /* "admin" or "client.admin"; NULL: admin */
     const char *cluster; /* cluster name, NULL: "ceph" */
     double timeout;      /* seconds, > 0 */
+    int (*interrupted)(void); /* polled while connecting; NULL: not interruptible */
 } vmdr_rbd_connect_opts;
 
 /* Where an image lives: pool [/ namespace] / name. */

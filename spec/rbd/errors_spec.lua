@@ -55,14 +55,14 @@ describe("vmdr.rbd errors", function()
     img:close()
   end)
 
-  it("enable in a pool/namespace whose mirror mode is disabled: invalid, saying why", function()
+  it("enable in a pool whose mirror mode is disabled: invalid, saying why", function()
     local n = ceph.name("nomirror")
-    assert(a:create_image("rbd", n, 1024 * 1024, { namespace = "plain" }))
-    local img = assert(a:image("rbd", n, { namespace = "plain" }))
+    assert(a:create_image("plain", n, 1024 * 1024))
+    local img = assert(a:image("plain", n))
     local err = fails("invalid", img:mirror_enable("snapshot"))
-    assert.matches("mirror mode is 'disabled'", err.message)
+    assert.matches("pool plain mirror mode is 'disabled'", err.message)
     img:close()
-    assert(a:remove_image("rbd", n, { namespace = "plain" }))
+    assert(a:remove_image("plain", n))
   end)
 
   it("promote of an already-primary image: already", function()
@@ -178,6 +178,22 @@ describe("vmdr.rbd errors", function()
       print(string.format("  (connect to a stopped mon: %s after %.1f s, bound 2 s)", err.code,
         time.monotonic() - t0))
       assert.equals(0, h.sh("kill -CONT " .. pid))
+    end)
+
+    it("a connect waiting on a stopped monitor ends at once on SIGINT: interrupted", function()
+      assert.equals(0, h.sh("kill -STOP " .. pid))
+      local s = h.write(dir .. "/connect.lua", string.format([[
+        local rbd = require "vmdr.rbd"
+        io.stdout:write("ready\n"); io.stdout:flush()
+        local c, err = rbd.connect { conf = %q, keyring = %q, timeout = 120 }
+        io.stdout:write(tostring(c), " ", err and err.code or "", "\n")
+        return 1
+      ]], conf, keyring))
+      -- with a 120 s bound, only the interrupt can end this before run_signalled's 30 s limit
+      local r = h.run_signalled({ s }, "INT", "ready")
+      assert.equals(0, h.sh("kill -CONT " .. pid))
+      assert.equals(130, r.code)
+      assert.matches("nil interrupted", r.stdout)
     end)
 
     it("a monitor address where nothing listens: unreachable", function()
