@@ -276,6 +276,18 @@ describe("vmdr.manifest", function()
     assert.equals(b1.hash, assert(manifest.bundle(nil, vm3, { deepcopy(pvc) }, { deepcopy(pv) })).hash)
   end)
 
+  it("drops the source VM's uid label from a PVC and leaves no empty maps behind", function()
+    local pvc = fixture("storage/pvc/ceph-csi-examples--rbd-pvc.yaml", "PersistentVolumeClaim")
+    pvc.metadata.labels = { ["kubevirt.io/created-by"] = "6200ce15-b6f2-45af-94d0-828913e850d0" }
+    local out = assert(manifest.clean_pvc(nil, pvc))
+    assert.is_nil(out.metadata.labels)
+    local vm = fixture("vms/kubevirt-examples--vm-alpine-multipvc.yaml", "VirtualMachine")
+    vm.spec.template.metadata = { creationTimestamp = yaml.null }
+    out = assert(manifest.clean_vm(nil, vm))
+    assert.is_nil(out.spec.template.metadata)
+    assert.not_matches("\n    metadata: {}", manifest.encode(out), 1, true)
+  end)
+
   it("refuses kinds it does not know and raises on misuse", function()
     local r, err = manifest.clean(nil, { kind = "Secret", metadata = { name = "x" } })
     assert.is_nil(r)

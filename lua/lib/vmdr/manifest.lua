@@ -64,7 +64,7 @@ M.rules = {
             "kubevirt.io/storage-observed-api-version",
         } },
         -- embedded metadata: the same runtime fields (creationTimestamp: null is typical)
-        { remove_keys = "spec.template.metadata", names = METADATA_RUNTIME },
+        { remove_keys = "spec.template.metadata", names = METADATA_RUNTIME, prune_empty = true },
         { remove_keys = "spec.dataVolumeTemplates[*].metadata", names = METADATA_RUNTIME },
         { remove = "spec.dataVolumeTemplates[*].status" },
     },
@@ -89,7 +89,7 @@ M.rules = {
           prefix = "volumereplicationgroups.ramendr.openshift.io/" },
         { remove_keys = "metadata.annotations", prefix = "volsync.backube/" },
         -- the uid of the source VM
-        { remove_keys = "metadata.labels", names = { "kubevirt.io/created-by" } },
+        { remove_keys = "metadata.labels", names = { "kubevirt.io/created-by" }, prune_empty = true },
     },
     PersistentVolume = {
         -- "it is now statically provisioned" (Velero); bind state of the source
