@@ -321,6 +321,30 @@ describe("the control-panel editor", function()
     assert.equals(hand, assert(kustomize.activate(off, "team=finance")))
   end)
 
+  it("edits a list written at column 0 in that style", function()
+    local flat = table.concat({
+      "kind: Component",
+      "apiVersion: kustomize.config.k8s.io/v1alpha1",
+      "patches:",
+      "- path: patches/power-off.yaml",
+      "  target:",
+      "    kind: VirtualMachine",
+      "- path: patches/power-on.yaml",
+      "  target:",
+      "    kind: VirtualMachine",
+      "    labelSelector: tier=db",
+      "---",
+    }, "\n")
+    assert.same({ "tier=db" }, kustomize.active_selectors(flat))
+    local on = assert(kustomize.activate(flat, "tier=web"))
+    assert.truthy(on:find("\n- path: patches/power-on.yaml\n  target:\n    group: kubevirt.io\n", 1, true))
+    assert.same({ "tier=db", "tier=web" }, kustomize.active_selectors(on))
+    assert.equals(flat, assert(kustomize.deactivate(on, "tier=web")))
+    local off = assert(kustomize.deactivate(flat, "tier=db"))
+    assert.truthy(off:find("\n# - path: patches/power-on.yaml\n#   target:\n", 1, true))
+    assert.equals(flat, assert(kustomize.activate(off, "tier=db")))
+  end)
+
   it("refuses a malformed selector and a control panel it cannot edit safely", function()
     local r, err = kustomize.activate(fresh, "app-tier in (")
     assert.is_nil(r)

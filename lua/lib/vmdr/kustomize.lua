@@ -309,7 +309,8 @@ local function scan(text)
     local i = first + 1
     while i <= #lines do
         local l = lines[i]
-        if l:match("^[^%s#]") then break end
+        -- a new top-level key ends the list; "- " items at column 0 belong to it
+        if l:match("^[^%s#]") and not l:match("^%-%s") and l ~= "-" then break end
         if not l:match("^%s*$") then last = i end
         i = i + 1
     end
