@@ -288,6 +288,20 @@ describe("vmdr.manifest", function()
     assert.not_matches("\n    metadata: {}", manifest.encode(out), 1, true)
   end)
 
+  it("names the claims behind a VM's disks", function()
+    -- the ramen sample's persistentVolumeClaim volume points at its dataVolumeTemplate
+    local cases = {
+      ["vms/kubevirt-examples--vm-alpine-multipvc.yaml"] = { "disk-alpine", "disk-custom" },
+      ["vms/kubevirt-examples--vm-alpine-datavolume.yaml"] = { "alpine-dv" },
+      ["vms/ramen-samples--vm-dvt.yaml"] = { "root-disk" },
+      ["vms/user-guide--hotplug-disk-testvm.yaml"] = { "hotplug-disk" },
+      ["vms/kubevirt-examples--vm-cirros-halted.yaml"] = {},
+    }
+    for rel, want in pairs(cases) do
+      assert.same(want, manifest.claim_names(fixture(rel, "VirtualMachine")), rel)
+    end
+  end)
+
   it("refuses kinds it does not know and raises on misuse", function()
     local r, err = manifest.clean(nil, { kind = "Secret", metadata = { name = "x" } })
     assert.is_nil(r)

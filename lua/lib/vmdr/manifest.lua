@@ -301,6 +301,25 @@ function M.data_volume_names(vm)
     return names
 end
 
+--- The claims a VM's disks live on, sorted: `persistentVolumeClaim.claimName`
+--- and `dataVolume.name` volumes (a DataVolume's PVC has its name) and every
+--- dataVolumeTemplate (even one no volume uses yet).
+---@param vm table
+---@return string[]
+function M.claim_names(vm)
+    local set = M.data_volume_names(vm)
+    local spec = is_map(vm) and is_map(vm.spec) and vm.spec or {}
+    local tspec = is_map(spec.template) and is_map(spec.template.spec) and spec.template.spec or {}
+    for _, v in ipairs(is_list(tspec.volumes) and tspec.volumes or {}) do
+        local c = is_map(v) and v.persistentVolumeClaim
+        if is_map(c) and type(c.claimName) == "string" then set[c.claimName] = true end
+    end
+    local out = {}
+    for name in pairs(set) do out[#out + 1] = name end
+    table.sort(out)
+    return out
+end
+
 -- A 64-bit hash of a string, 8 bytes at a time (multiply-xorshift), for
 -- change detection and short fingerprints; not cryptographic.
 local P1 <const> = 0x9E3779B97F4A7C15
