@@ -329,6 +329,23 @@ describe("vmdr.manifest", function()
     assert.is_nil(pv.spec.mountOptions)
   end)
 
+  it("reports a broken site rule or clean_rules hook and leaves the object untouched", function()
+    local src = fixture("vms/kubevirt-examples--vm-alpine-multipvc.yaml", "VirtualMachine")
+    local vm = deepcopy(src)
+    local r, err = manifest.clean_vm({ hooks = { clean_rules = { VirtualMachine = { { remvoe = "spec" } } } } }, vm)
+    assert.is_nil(r)
+    assert.equals("invalid", err.code)
+    assert.matches("rule", err.message)
+    assert.same(src, vm)
+    r, err = manifest.clean_vm({ hooks = { clean_rules = function() error("site bug") end } }, deepcopy(src))
+    assert.is_nil(r)
+    assert.equals("hook", err.code)
+    assert.matches("site bug", err.message)
+    r, err = manifest.clean_vm({ hooks = { clean_rules = "remove status" } }, deepcopy(src))
+    assert.is_nil(r)
+    assert.equals("hook", err.code)
+  end)
+
   it("maps Ceph clusterID and pool ID for the DR side with the rewrite_pv hook", function()
     local ctx = { hooks = { rewrite_pv = manifest.ceph_id_map {
       cluster_ids = { ["rook-ceph"] = "rook-ceph-dr" }, pool_ids = { [2] = 7 } } } }

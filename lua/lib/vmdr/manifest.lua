@@ -168,7 +168,10 @@ local function source_run_strategy(spec)
 end
 
 local function clean_with_rules(ctx, obj)
-    local ok, err = pcall(yaml.clean, obj, M.rules_for(ctx, obj.kind))
+    -- a site's clean_rules hook is site code: its failure is reported, not raised
+    local got, rules = pcall(M.rules_for, ctx, obj.kind)
+    if not got then return fail("hook", "clean rules for %s: %s", obj.kind, tostring(rules)) end
+    local ok, err = pcall(yaml.clean, obj, rules)
     if not ok then return fail("invalid", "cleaning rules for %s: %s", obj.kind, tostring(err)) end
     return obj
 end
