@@ -217,6 +217,17 @@ describe("vmdr.kustomize", function()
     assert.equals("invalid", err.code)
   end)
 
+  it("takes its ApplicationSet options from the configuration", function()
+    local o = kustomize.options_from_config { cluster_name = "ocp-dr", git = { url = "ssh://g/r", branch = "dr" },
+      argocd = { namespace = "argocd", project = "vms", automated = "false" } }
+    assert.same({ repo_url = "ssh://g/r", revision = "dr", namespace = "argocd", project = "vms",
+      destination = "ocp-dr", automated = false }, o)
+    local a = yaml.decode(assert(kustomize.applicationset(lay, o)))
+    assert.equals("argocd", a.metadata.namespace)
+    assert.equals("dr", a.spec.template.spec.source.targetRevision)
+    assert.is_nil(a.spec.template.spec.syncPolicy.automated)
+  end)
+
   it("marks the component files as create-only and the ApplicationSet as generated", function()
     local files = assert(kustomize.layout_files(lay, { repo_url = "u" }))
     local ow = {}

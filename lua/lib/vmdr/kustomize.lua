@@ -237,6 +237,26 @@ function M.applicationset(lay, opts)
     return table.concat(out, "\n") .. "\n"
 end
 
+--- ApplicationSet options from the configuration keys of DESIGN.md: git.url,
+--- git.branch, argocd.{namespace,project,destination,automated}; the
+--- destination defaults to the cluster name.
+---@param cfg table  ctx.config
+---@return table opts
+function M.options_from_config(cfg)
+    local git = type(cfg.git) == "table" and cfg.git or {}
+    local argo = type(cfg.argocd) == "table" and cfg.argocd or {}
+    local automated = argo.automated
+    if automated == "false" then automated = false end
+    return {
+        repo_url = git.url,
+        revision = git.branch,
+        namespace = argo.namespace,
+        project = argo.project,
+        destination = argo.destination or cfg.cluster_name,
+        automated = automated,
+    }
+end
+
 --- The files of a fresh layout, each with whether automation may overwrite it:
 --- `{ {path=, bytes=, overwrite=bool}, ... }`. The component (control panel and
 --- its patches) is create-only: a writer must skip it when it exists.
