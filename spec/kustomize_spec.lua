@@ -14,13 +14,15 @@ L = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 doc = yaml.load(open(schema_file), Loader=L)
 if doc.get("kind") == "CustomResourceDefinition":
     schema = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-else:
+elif "openAPIV3Schema" in doc:
     schema = doc["openAPIV3Schema"]
+else:
+    schema = doc
 # a validator without the meta-schema check of jsonschema.validate (slow on big schemas)
-v = jsonschema.Draft7Validator(schema)
+v = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)(schema)
 n = 0
 for d in yaml.load_all(sys.stdin, Loader=L):
-    if d and d.get("kind") == kind:
+    if d and (kind == "*" or d.get("kind") == kind):
         errs = sorted(v.iter_errors(d), key=lambda e: list(e.path))
         if errs:
             for e in errs[:5]:
@@ -181,6 +183,18 @@ describe("vmdr.kustomize", function()
     h.write(cpath, back)
     _, db = build(repo .. "/" .. lay:overlay_dir("db"))
     assert.same({ ["pg-0"] = "Halted", ["pg-1"] = "Halted" }, run_strategies(db))
+  end)
+
+  it("writes kustomization files that validate against the kustomization schema", function()
+    local schema = h.fixtures .. "/schemas/kustomize/kustomization.schemastore.json"
+    local n = 0
+    local p = io.popen("find " .. h.q(repo) .. " -name kustomization.yaml | sort")
+    for f in p:lines() do
+      n = n + validate(schema, "*", h.read(f))
+    end
+    p:close()
+    assert.equals(5, n) -- two bases, two overlays, the component
+    rejects(schema, "*", "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: 5\n")
   end)
 
   it("has schema checks that reject a broken VM and a broken ApplicationSet", function()
