@@ -159,6 +159,33 @@ describe("vmdr.kustomize", function()
     assert.equals(4, all)
   end)
 
+  it("builds and validates every VM fixture once cleaned, all Halted", function()
+    -- one namespace holding every real VM fixture (the fuzzed API round-trip object
+    -- is placeholders only, and templates carry ${NAME}: both are not deployable)
+    local dir = repo .. "/" .. lay:base_dir("fixtures")
+    local p = io.popen("ls " .. h.q(h.fixtures .. "/vms") .. "/*.yaml")
+    local names = {}
+    for f in p:lines() do
+      if not f:match("fuzzed") then
+        local vm = assert(yaml.decode(assert(h.read(f))))
+        local name = f:match("([^/]+)%.yaml$"):lower():gsub("[^a-z0-9-]", "-")
+        vm.metadata.name, vm.metadata.namespace = name, "fixtures"
+        put(assert(lay:vm("fixtures", name)), manifest.encode(assert(manifest.clean_vm(nil, vm))))
+        names[#names + 1] = name
+      end
+    end
+    p:close()
+    assert.truthy(#names >= 20, #names .. " fixtures")
+    put(assert(lay:base_kustomization("fixtures")), kustomize.base_kustomization(ls(dir)))
+    put(assert(lay:overlay_kustomization("fixtures")), assert(kustomize.overlay_kustomization(lay, "fixtures")))
+    local text, docs = build(repo .. "/" .. lay:overlay_dir("fixtures"))
+    local rs = run_strategies(docs)
+    for _, n in ipairs(names) do assert.equals("Halted", rs[n], n) end
+    assert.equals(#names, validate(kubevirt_schema, "VirtualMachine", text))
+    assert.equals(#names, validate(kubevirt_schema_16, "VirtualMachine", text))
+    assert.equals(0, h.sh("rm -rf " .. h.q(dir) .. " " .. h.q(repo .. "/" .. lay:overlay_dir("fixtures"))))
+  end)
+
   it("powers on exactly the activated group, and off again", function()
     local cpath = repo .. "/" .. lay:component_kustomization()
     local original = h.read(cpath)
