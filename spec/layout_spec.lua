@@ -113,6 +113,18 @@ describe("vmdr.layout", function()
     assert.is_nil(L:parse("vms/base/db/sub/vm-pg.yaml"))
   end)
 
+  it("comes from the configuration keys", function()
+    local l = assert(layout.from_config { cluster_name = "dr2", git = { root = "fleet/vms" } })
+    assert.equals("fleet/vms/overlays/dr2/db/kustomization.yaml", l:overlay_kustomization("db"))
+    assert.equals("vms/applicationset.yaml", assert(layout.from_config { cluster_name = "c" }):applicationset())
+    local r, err = layout.from_config {}
+    assert.is_nil(r)
+    assert.matches("cluster_name", err.message)
+    r, err = layout.from_config { cluster_name = "c", git = { root = "../x" } }
+    assert.is_nil(r)
+    assert.matches("git.root", err.message)
+  end)
+
   it("raises on misuse", function()
     assert.has_error(function() layout.new() end)
   end)

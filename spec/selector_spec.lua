@@ -104,6 +104,24 @@ describe("vmdr.selector", function()
     end
   end
 
+  it("selects the objects whose labels match, ignoring objects without labels", function()
+    local objs = {
+      { metadata = { name = "a", labels = L.db } },
+      { metadata = { name = "b", labels = L.web } },
+      { metadata = { name = "c" } },
+      { metadata = { name = "d", labels = L.dbprod } },
+    }
+    local got = assert(selector.select("app-tier=database", objs))
+    assert.same({ "a", "d" }, { got[1].metadata.name, got[2].metadata.name })
+    assert.equals(2, #got)
+    assert.same({}, selector.select("app-tier=none", objs))
+    local r, err = selector.select("app-tier=", objs)
+    assert.same({}, r)
+    r, err = selector.select("in (", objs)
+    assert.is_nil(r)
+    assert.equals("invalid", err.code)
+  end)
+
   it("raises on misuse", function()
     assert.has_error(function() selector.parse(nil) end)
     assert.has_error(function() selector.parse({}) end)

@@ -237,6 +237,26 @@ function M.applicationset(lay, opts)
     return table.concat(out, "\n") .. "\n"
 end
 
+--- ApplicationSet options from the configuration keys of DESIGN.md: git.url,
+--- git.branch, argocd.{namespace,project,destination,automated}; the
+--- destination defaults to the cluster name.
+---@param cfg table  ctx.config
+---@return table opts
+function M.options_from_config(cfg)
+    local git = type(cfg.git) == "table" and cfg.git or {}
+    local argo = type(cfg.argocd) == "table" and cfg.argocd or {}
+    local automated = argo.automated
+    if automated == "false" then automated = false end
+    return {
+        repo_url = git.url,
+        revision = git.branch,
+        namespace = argo.namespace,
+        project = argo.project,
+        destination = argo.destination or cfg.cluster_name,
+        automated = automated,
+    }
+end
+
 --- The files of a fresh layout, each with whether automation may overwrite it:
 --- `{ {path=, bytes=, overwrite=bool}, ... }`. The component (control panel and
 --- its patches) is create-only: a writer must skip it when it exists.
@@ -309,7 +329,8 @@ local function scan(text)
     local i = first + 1
     while i <= #lines do
         local l = lines[i]
-        if l:match("^[^%s#]") then break end
+        -- a new top-level key ends the list; "- " items at column 0 belong to it
+        if l:match("^[^%s#]") and not l:match("^%-%s") and l ~= "-" then break end
         if not l:match("^%s*$") then last = i end
         i = i + 1
     end

@@ -103,6 +103,20 @@ function M.new(opts)
     return setmetatable({ root = root, cluster = opts.cluster }, Layout)
 end
 
+--- The layout the configuration describes (`git.root`, default "vms";
+--- `cluster_name`, required).
+---@param cfg table  ctx.config
+---@return vmdr.Layout? layout
+---@return table? err
+function M.from_config(cfg)
+    if type(cfg) ~= "table" then error("layout.from_config: expected the configuration table", 2) end
+    local git = type(cfg.git) == "table" and cfg.git or {}
+    if cfg.cluster_name == nil then
+        return invalid("cluster_name is not set (the DR overlay name, e.g. -e cluster_name=ocp-dr)")
+    end
+    return M.new { root = git.root, cluster = cfg.cluster_name }
+end
+
 local function join(self, rest)
     if self.root == "." then return rest end
     return self.root .. "/" .. rest

@@ -64,7 +64,7 @@ M.rules = {
             "kubevirt.io/storage-observed-api-version",
         } },
         -- embedded metadata: the same runtime fields (creationTimestamp: null is typical)
-        { remove_keys = "spec.template.metadata", names = METADATA_RUNTIME },
+        { remove_keys = "spec.template.metadata", names = METADATA_RUNTIME, prune_empty = true },
         { remove_keys = "spec.dataVolumeTemplates[*].metadata", names = METADATA_RUNTIME },
         { remove = "spec.dataVolumeTemplates[*].status" },
     },
@@ -89,7 +89,7 @@ M.rules = {
           prefix = "volumereplicationgroups.ramendr.openshift.io/" },
         { remove_keys = "metadata.annotations", prefix = "volsync.backube/" },
         -- the uid of the source VM
-        { remove_keys = "metadata.labels", names = { "kubevirt.io/created-by" } },
+        { remove_keys = "metadata.labels", names = { "kubevirt.io/created-by" }, prune_empty = true },
     },
     PersistentVolume = {
         -- "it is now statically provisioned" (Velero); bind state of the source
@@ -168,7 +168,10 @@ local function source_run_strategy(spec)
 end
 
 local function clean_with_rules(ctx, obj)
-    local ok, err = pcall(yaml.clean, obj, M.rules_for(ctx, obj.kind))
+    -- a site's clean_rules hook is site code: its failure is reported, not raised
+    local got, rules = pcall(M.rules_for, ctx, obj.kind)
+    if not got then return fail("hook", "clean rules for %s: %s", obj.kind, tostring(rules)) end
+    local ok, err = pcall(yaml.clean, obj, rules)
     if not ok then return fail("invalid", "cleaning rules for %s: %s", obj.kind, tostring(err)) end
     return obj
 end
@@ -299,6 +302,25 @@ function M.data_volume_names(vm)
         end
     end
     return names
+end
+
+--- The claims a VM's disks live on, sorted: `persistentVolumeClaim.claimName`
+--- and `dataVolume.name` volumes (a DataVolume's PVC has its name) and every
+--- dataVolumeTemplate (even one no volume uses yet).
+---@param vm table
+---@return string[]
+function M.claim_names(vm)
+    local set = M.data_volume_names(vm)
+    local spec = is_map(vm) and is_map(vm.spec) and vm.spec or {}
+    local tspec = is_map(spec.template) and is_map(spec.template.spec) and spec.template.spec or {}
+    for _, v in ipairs(is_list(tspec.volumes) and tspec.volumes or {}) do
+        local c = is_map(v) and v.persistentVolumeClaim
+        if is_map(c) and type(c.claimName) == "string" then set[c.claimName] = true end
+    end
+    local out = {}
+    for name in pairs(set) do out[#out + 1] = name end
+    table.sort(out)
+    return out
 end
 
 -- A 64-bit hash of a string, 8 bytes at a time (multiply-xorshift), for

@@ -281,6 +281,26 @@ function M.match(sel, labels)
     return true
 end
 
+--- The objects whose metadata.labels satisfy the selector, in their order.
+--- An empty result is not an error here; a workflow acting on a group must
+--- treat it as one ("the selector matches nothing" fails loudly).
+---@param sel vmdr.selector.Selector|string
+---@param objects table[]  Kubernetes objects
+---@return table[]? matched
+---@return table? err  for a malformed selector string
+function M.select(sel, objects)
+    local s, err = coerce(sel)
+    if not s then return nil, err end
+    if type(objects) ~= "table" then error("selector.select: objects must be a list", 2) end
+    local out = {}
+    for _, o in ipairs(objects) do
+        local md = type(o) == "table" and o.metadata
+        local labels = type(md) == "table" and md.labels
+        if M.match(s, type(labels) == "table" and labels or nil) then out[#out + 1] = o end
+    end
+    return out
+end
+
 --- The canonical text: requirements sorted by key, `==` written `=`, set values
 --- sorted and deduplicated. Two selectors with the same meaning written the same
 --- way print the same, so the control-panel editor can find a group's block.
