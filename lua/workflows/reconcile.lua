@@ -43,6 +43,7 @@ log.info("listed the source cluster", { vms = #bundles, pvcs = #pvcs.items, pvs 
     seconds = string.format("%.2f", time.monotonic() - t0) })
 
 local rendered = sync.render(ctx, lay, bundles)
+log.debug("rendered", { vms = #rendered.vms, seconds = string.format("%.2f", time.monotonic() - t0) })
 for _, f in ipairs(rendered.failed) do
     log.error("VM not exported", { vm = f.ns .. "/" .. f.name, reason = f.err })
 end
@@ -73,8 +74,11 @@ end
 
 -- 3. the repository
 local result
+log.debug("storage done", { seconds = string.format("%.2f", time.monotonic() - t0) })
 result, err = repo.transaction(ctx, function(tx)
+    log.debug("repository ready", { seconds = string.format("%.2f", time.monotonic() - t0) })
     local stats, werr = sync.write(ctx, tx, lay, rendered)
+    log.debug("written", { seconds = string.format("%.2f", time.monotonic() - t0) })
     if not stats then return nil, werr end
     tx:set_message(string.format("vmdr reconcile: %d VM(s) changed\n\n%s", stats.written,
         table.concat(stats.changed_vms, "\n")))

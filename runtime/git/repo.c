@@ -129,9 +129,17 @@ static int pending_put(vmdr_git_repo *r, const char *path, const git_oid *oid, i
         c->oid = *oid;
     c->removed = removed;
     r->nchanges++;
-    if ((r->nchanges * 2 > r->nslots && pending_rehash(r, r->nslots ? r->nslots * 2 : 128)) ||
-        (r->nchanges * 2 <= r->nslots && pending_rehash(r, r->nslots)))
-        return vmdr_err_set(e, "nomem", 0, "out of memory");
+    if (r->nchanges * 2 > r->nslots) {
+        /* grow: the rehash places every entry, the new one included */
+        if (pending_rehash(r, r->nslots ? r->nslots * 2 : 128))
+            return vmdr_err_set(e, "nomem", 0, "out of memory");
+        return 0;
+    }
+    /* room left: place only the new entry (rehashing here made every write O(n)) */
+    size_t i = hash_path(c->path) & (r->nslots - 1);
+    while (r->slots[i])
+        i = (i + 1) & (r->nslots - 1);
+    r->slots[i] = r->nchanges;
     return 0;
 }
 
