@@ -224,6 +224,17 @@ function M.transaction(ctx, fn, opts)
       return nil, ferr
     end
     local msg = tx.message or opts.message or "vmdr: update manifests"
+    -- a site's hooks.lua may format every commit message (ticket numbers, sign-offs)
+    local hook = ctx.hooks and ctx.hooks.commit_message
+    if type(hook) == "function" then
+      local hok, m = pcall(hook, msg, ctx)
+      if not hok or type(m) ~= "string" or m == "" then
+        r:reset_to_remote()
+        return nil, mkerr("hook", "the site's commit_message hook failed: %s",
+          hok and ("it returned " .. type(m)) or tostring(m))
+      end
+      msg = m
+    end
 
     if ctx.dry_run then
       local diff, derr = r:diff()
