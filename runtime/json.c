@@ -312,7 +312,8 @@ typedef struct jdec {
     lua_State *L;
     const char *start, *p, *end;
     int depth;
-    int mt; /* stack index of the array metatable */
+    int mt;                      /* stack index of the array metatable */
+    vmdr_codec_scratch *scratch; /* unescaped strings */
     vmdr_err *err;
 } jdec;
 
@@ -398,57 +399,70 @@ static size_t utf8_encode(char *buf, unsigned cp)
     return 4;
 }
 
-/* The slow path of a string: escapes or non-ASCII bytes. q is where the fast
- * scan stopped. Kept out of line so the recursive frames do not carry a luaL_Buffer. */
-static __attribute__((noinline)) int dec_string_slow(jdec *d, const char *q)
+/* Appends n bytes to the decoder's scratch buffer. */
+static int scratch_add(jdec *d, const char *p, size_t n)
 {
-    lua_State *L = d->L;
+    if (vmdr_codec_reserve(d->scratch, n, d->err) < 0)
+        return -1;
+    memcpy(d->scratch->out + d->scratch->len, p, n);
+    d->scratch->len += n;
+    return 0;
+}
+
+/* The slow path of a string: escapes or non-ASCII bytes. q is where the fast
+ * scan stopped. The unescaped bytes go to a malloc'ed scratch buffer owned by a
+ * userdata (not a luaL_Buffer: its box is a to-be-closed slot, and an error return
+ * from deep in the parse would have to unwind it in order). */
+static int dec_string_slow(jdec *d, const char *q)
+{
     const char *end = d->end;
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addlstring(&b, d->p, (size_t)(q - d->p));
+    d->scratch->len = 0;
+    if (scratch_add(d, d->p, (size_t)(q - d->p)) < 0)
+        return -1;
     const char *run = q; /* start of bytes not yet added */
     for (;;) {
         if (q >= end)
             return dec_fail(d, q, "unterminated string");
         unsigned char c = (unsigned char)*q;
         if (c == '"') {
-            luaL_addlstring(&b, run, (size_t)(q - run));
+            if (scratch_add(d, run, (size_t)(q - run)) < 0)
+                return -1;
             break;
         } else if (c == '\\') {
-            luaL_addlstring(&b, run, (size_t)(q - run));
+            if (scratch_add(d, run, (size_t)(q - run)) < 0)
+                return -1;
             if (q + 1 >= end)
                 return dec_fail(d, q, "unterminated string");
-            char e = q[1];
+            char e = q[1], u[4];
+            size_t ul = 1;
             q += 2;
             switch (e) {
             case '"':
-                luaL_addchar(&b, '"');
+                u[0] = '"';
                 break;
             case '\\':
-                luaL_addchar(&b, '\\');
+                u[0] = '\\';
                 break;
             case '/':
-                luaL_addchar(&b, '/');
+                u[0] = '/';
                 break;
             case 'b':
-                luaL_addchar(&b, '\b');
+                u[0] = '\b';
                 break;
             case 'f':
-                luaL_addchar(&b, '\f');
+                u[0] = '\f';
                 break;
             case 'n':
-                luaL_addchar(&b, '\n');
+                u[0] = '\n';
                 break;
             case 'r':
-                luaL_addchar(&b, '\r');
+                u[0] = '\r';
                 break;
             case 't':
-                luaL_addchar(&b, '\t');
+                u[0] = '\t';
                 break;
             case 'u': {
                 unsigned cp, lo;
-                char u[4];
                 if (end - q < 4 || hex4(q, &cp) < 0)
                     return dec_fail(d, q - 2, "invalid \\u escape");
                 q += 4;
@@ -461,12 +475,14 @@ static __attribute__((noinline)) int dec_string_slow(jdec *d, const char *q)
                 } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
                     return dec_fail(d, q - 6, "a \\u escape is a lone UTF-16 surrogate");
                 }
-                luaL_addlstring(&b, u, utf8_encode(u, cp));
+                ul = utf8_encode(u, cp);
                 break;
             }
             default:
                 return dec_fail(d, q - 2, "invalid escape '\\%c'", e >= 0x20 ? e : '?');
             }
+            if (scratch_add(d, u, ul) < 0)
+                return -1;
             run = q;
         } else if (c < 0x20) {
             return dec_fail(d, q, "a control character (0x%02X) in a string", c);
@@ -479,7 +495,7 @@ static __attribute__((noinline)) int dec_string_slow(jdec *d, const char *q)
             q++;
         }
     }
-    luaL_pushresult(&b);
+    lua_pushlstring(d->L, d->scratch->out, d->scratch->len);
     d->p = q + 1;
     return 0;
 }
@@ -717,7 +733,8 @@ int vmdr_json_decode_push(lua_State *L, const char *s, size_t n, vmdr_err *err)
     int top = lua_gettop(L);
     jdec d;
     luaL_checkstack(L, 8, "decoding JSON");
-    vmdr_push_array_mt(L); /* stack: mt */
+    d.scratch = vmdr_codec_scratch_push(L); /* stack: scratch */
+    vmdr_push_array_mt(L);                  /* stack: scratch mt */
     d.L = L;
     d.start = d.p = s;
     d.end = s + n;
@@ -729,16 +746,20 @@ int vmdr_json_decode_push(lua_State *L, const char *s, size_t n, vmdr_err *err)
         d.p += 3;
     skip_ws(&d);
     if (dec_value(&d) < 0) {
+        vmdr_codec_scratch_free(d.scratch);
         lua_settop(L, top);
         return -1;
     }
     skip_ws(&d);
     if (d.p != d.end) {
         dec_unexpected(&d, "the end of input after the JSON value");
+        vmdr_codec_scratch_free(d.scratch);
         lua_settop(L, top);
         return -1;
     }
-    lua_remove(L, d.mt); /* stack: value */
+    vmdr_codec_scratch_free(d.scratch);
+    lua_replace(L, top + 1); /* stack: value mt */
+    lua_settop(L, top + 1);  /* stack: value */
     return 0;
 }
 
