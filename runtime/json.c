@@ -402,6 +402,8 @@ static size_t utf8_encode(char *buf, unsigned cp)
 /* Appends n bytes to the decoder's scratch buffer. */
 static int scratch_add(jdec *d, const char *p, size_t n)
 {
+    if (n == 0) /* the buffer may still be NULL: no memcpy(NULL, ..., 0) */
+        return 0;
     if (vmdr_codec_reserve(d->scratch, n, d->err) < 0)
         return -1;
     memcpy(d->scratch->out + d->scratch->len, p, n);
@@ -495,7 +497,7 @@ static int dec_string_slow(jdec *d, const char *q)
             q++;
         }
     }
-    lua_pushlstring(d->L, d->scratch->out, d->scratch->len);
+    lua_pushlstring(d->L, d->scratch->len ? d->scratch->out : "", d->scratch->len);
     d->p = q + 1;
     return 0;
 }
