@@ -254,6 +254,27 @@ describe("vmdr.k8s transport", function()
     assert.matches("nil interrupted", r.stdout)
   end)
 
+  it("stops a watch waiting for events on SIGTERM, closing its stream", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods", replies = { { status = 200,
+      headers = { ["Content-Type"] = "application/json" },
+      lines = { '{"type":"BOOKMARK","object":{"kind":"Pod","metadata":{"resourceVersion":"3"}}}\n', "\n" },
+      delay = 60 } } } }
+    local s = h.write(dir .. "/watchsig.lua", string.format([[
+      local k8s = require "vmdr.k8s"
+      local c = assert(k8s.client { server = %q, token = "x" })
+      io.stdout:write("ready\n"); io.stdout:flush()
+      local ok, err = pcall(function()
+        for _ in c:watch({ group = "", version = "v1", resource = "pods", namespaced = true },
+          { namespace = "ns", resourceVersion = "1" }) do end
+      end)
+      io.stdout:write(tostring(ok), " ", type(err) == "table" and err.code or tostring(err), "\n")
+      return 1
+    ]], srv.url))
+    local r = h.run_signalled({ s }, "TERM", "ready")
+    assert.equals(130, r.code)
+    assert.matches("false interrupted", r.stdout)
+  end)
+
   it("goes through the proxy named in the environment, as curl does", function()
     srv.set { { path = "http://api.k8s.invalid/api/v1/namespaces/ns/pods/p", replies = {
       kt.reply(200, pod("p", "1")) } } }
