@@ -120,6 +120,67 @@ static void push_body(lua_State *L, const char *body, size_t len, const char *ct
     lua_pushnil(L);
 }
 
+/* Decoding a list while it downloads (opts.stream_list): the hook of the core request
+ * feeds the list scanner, and each complete item is decoded into the items table. */
+typedef struct list_stream {
+    lua_State *L;
+    int items; /* stack index of the items table */
+    int passive; /* not a JSON 200: the body is left whole for the usual path */
+    int decided;
+    vmdr_k8s_listscan scan;
+} list_stream;
+
+/* decode_item(ptr, len, items) -> (): appends the decoded item; raises on invalid JSON */
+static int decode_item(lua_State *L)
+{
+    const char *p = lua_touserdata(L, 1);
+    size_t n = (size_t)lua_tointeger(L, 2);
+    vmdr_err err;
+    vmdr_err_clear(&err);
+    if (vmdr_json_decode_push(L, p, n, &err) != 0)
+        return luaL_error(L, "%s", err.message);
+    lua_rawseti(L, 3, (lua_Integer)lua_rawlen(L, 3) + 1);
+    return 0;
+}
+
+static int list_item(void *payload, const char *p, size_t n, vmdr_err *err)
+{
+    list_stream *ls = payload;
+    lua_State *L = ls->L;
+    /* protected: a memory error must not longjmp across the core's wait loop */
+    lua_pushcfunction(L, decode_item);
+    lua_pushlightuserdata(L, (void *)p);
+    lua_pushinteger(L, (lua_Integer)n);
+    lua_pushvalue(L, ls->items);
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+        vmdr_err_set(err, "bad_response", 0, "the response is not valid JSON: items[%ld]: %s",
+                     ls->scan.count, lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+static long list_hook(void *payload, long status, const char *ctype, const char *buf, size_t len,
+                      int done, vmdr_err *err)
+{
+    list_stream *ls = payload;
+    if (!ls->decided) {
+        ls->decided = 1;
+        ls->passive = status != 200 || ctype == NULL || strstr(ctype, "json") == NULL;
+    }
+    if (ls->passive)
+        return 0;
+    return vmdr_k8s_listscan_feed(&ls->scan, buf, len, done, list_item, ls, err);
+}
+
+static int list_stream_gc(lua_State *L)
+{
+    list_stream *ls = lua_touserdata(L, 1);
+    vmdr_k8s_listscan_free(&ls->scan);
+    return 0;
+}
+
 /* Reads the request options at idx into r (strings stay anchored in the table). */
 static void check_req(lua_State *L, int idx, vmdr_k8s_req *r)
 {
@@ -133,7 +194,8 @@ static void check_req(lua_State *L, int idx, vmdr_k8s_req *r)
 
 /* conn:request(method, path [, opts]) -> status, body, info | nil, err
  * opts: body (string, or a table encoded as JSON), content_type, accept, authorization,
- * timeout (seconds, default 30), max_body, raw (also return the bytes in info.raw).
+ * timeout (seconds, default 30), max_body, raw (also return the bytes in info.raw),
+ * stream_list (decode a list's items while it downloads: the body is never held whole).
  * body is the decoded JSON (for a JSON content type), else nil; info = { content_type=,
  * retry_after=, raw=, decode_error=, seconds= (the transfer) }. Any HTTP status is a result, not an error. */
 static int conn_request(lua_State *L)
@@ -152,6 +214,7 @@ static int conn_request(lua_State *L)
     check_req(L, 4, &r);
     r.timeout_ms = check_ms(L, 4, "timeout", 30);
     int want_raw = vmdr_opt_boolean(L, 4, "raw", 0);
+    int stream_list = vmdr_opt_boolean(L, 4, "stream_list", 0);
     int t = lua_isnil(L, 4) ? LUA_TNIL : lua_getfield(L, 4, "body");
     if (lua_isnil(L, 4))
         lua_pushnil(L); /* stack: conn method path opts body */
@@ -165,8 +228,37 @@ static int conn_request(lua_State *L)
     }
     if (!lua_isnil(L, 5))
         r.body = lua_tolstring(L, 5, &r.body_len);
-    if (vmdr_k8s_request(b->c, &r, &resp, &err) != 0)
+    list_stream *ls = NULL;
+    if (stream_list) {
+        /* stack: ... body box items (the box frees the scanner if anything raises) */
+        ls = lua_newuserdatauv(L, sizeof *ls, 0);
+        memset(ls, 0, sizeof *ls);
+        vmdr_k8s_listscan_init(&ls->scan);
+        lua_createtable(L, 0, 1);
+        lua_pushcfunction(L, list_stream_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_newtable(L);
+        vmdr_push_array_mt(L);
+        lua_setmetatable(L, -2);
+        ls->L = L;
+        ls->items = lua_gettop(L);
+        r.on_body = list_hook;
+        r.payload = ls;
+    }
+    int gc_was_running = lua_gc(L, LUA_GCISRUNNING);
+    if (ls && gc_was_running)
+        lua_gc(L, LUA_GCSTOP); /* see decode_push */
+    int rc = vmdr_k8s_request(b->c, &r, &resp, &err);
+    if (ls && gc_was_running)
+        lua_gc(L, LUA_GCRESTART);
+    if (rc != 0)
         return vmdr_push_err(L, &err);
+    if (ls && !ls->passive && ls->scan.env_len > 0) {
+        /* the envelope stands in for the body; the items go into its "items" */
+        resp.body = ls->scan.env;
+        resp.len = ls->scan.env_len;
+    }
     lua_pushinteger(L, resp.status); /* stack: ... body status */
     lua_createtable(L, 0, 3);        /* stack: ... body status info */
     int info = lua_gettop(L);
@@ -179,6 +271,10 @@ static int conn_request(lua_State *L)
         lua_setfield(L, info, "retry_after");
     }
     push_body(L, resp.body, resp.len, resp.content_type, info, want_raw);
+    if (ls && !ls->passive && ls->scan.found && lua_type(L, -1) == LUA_TTABLE) {
+        lua_pushvalue(L, ls->items);
+        lua_setfield(L, -2, "items");
+    }
     lua_pushvalue(L, info);
     lua_remove(L, info); /* stack: ... status decoded info */
     return 3;

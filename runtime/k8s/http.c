@@ -27,6 +27,9 @@ struct vmdr_k8s_xfer {
     char content_type[128];
     double retry_after;
     size_t content_length; /* announced by the server, 0 if not; sizes the buffer once */
+    long (*hook)(void *, long, const char *, const char *, size_t, int, vmdr_err *);
+    void *hook_payload;
+    size_t hooked;         /* buffer length at the last hook call */
     char errbuf[CURL_ERROR_SIZE];
     char method[16];
     char url_for_msg[256]; /* path only: messages never carry credentials */
@@ -65,6 +68,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *payload)
             memmove(x->buf, x->buf + x->off, x->len - x->off);
             x->len -= x->off;
             x->scan -= x->off;
+            x->hooked = x->hooked > x->off ? x->hooked - x->off : 0;
             x->off = 0;
         }
         if (x->len + add + 1 > x->cap) {
@@ -73,7 +77,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *payload)
                 cap *= 2;
             /* A known length is allocated once: doubling a 20 MB list would copy it
              * again and again and leave a buffer up to twice its size (peak RSS). */
-            if (x->content_length >= x->len + add && x->content_length < x->max)
+            if (!x->hook && x->content_length >= x->len + add && x->content_length < x->max)
                 cap = x->content_length + 1;
             char *nb = realloc(x->buf, cap);
             if (nb == NULL)
@@ -363,6 +367,16 @@ static int conn_wait(vmdr_k8s_conn *c, vmdr_k8s_xfer *x, int what, long timeout_
     for (;;) {
         if (pump(c, err) != 0)
             return -1;
+        if (x->hook && x->headers_done && !x->done && x->len > x->hooked) {
+            /* between curl calls: the hook may run Lua (never inside a curl callback) */
+            long used = x->hook(x->hook_payload, x->status, x->content_type, x->buf + x->off,
+                                x->len - x->off, 0, err);
+            if (used < 0)
+                return -1;
+            x->off += (size_t)used;
+            x->scan = x->off;
+            x->hooked = x->len;
+        }
         if (x->len > x->scan || x->done || what != UNTIL_LINE) {
             if (ready(x, what))
                 return 1;
@@ -531,6 +545,9 @@ static int xfer_prepare(vmdr_k8s_xfer *x, const vmdr_k8s_req *r, int stream, vmd
     x->content_type[0] = '\0';
     x->retry_after = -1;
     x->content_length = 0;
+    x->hook = stream ? NULL : r->on_body;
+    x->hook_payload = r->payload;
+    x->hooked = 0;
     if (curl_multi_add_handle(c->multi, e) != CURLM_OK)
         return vmdr_err_set(err, "error", 0, "curl: cannot start the transfer");
     x->in_multi = 1;
@@ -569,8 +586,15 @@ int vmdr_k8s_request(vmdr_k8s_conn *c, const vmdr_k8s_req *r, vmdr_k8s_resp *out
     if (x->result != CURLE_OK || x->too_large)
         return xfer_error(x, err);
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &out->status);
-    out->body = x->buf ? x->buf : "";
-    out->len = x->len;
+    if (x->hook) {
+        long used = x->hook(x->hook_payload, out->status, x->content_type,
+                            x->buf ? x->buf + x->off : "", x->len - x->off, 1, err);
+        if (used < 0)
+            return -1;
+        x->off += (size_t)used;
+    }
+    out->body = x->buf ? x->buf + x->off : "";
+    out->len = x->len - x->off;
     out->content_type = x->content_type;
     out->retry_after = x->retry_after;
     {

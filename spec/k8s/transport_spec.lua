@@ -69,6 +69,49 @@ describe("vmdr.k8s transport", function()
     assert.matches("remaining", err.message)
   end)
 
+  it("fails a list cut short inside its items, never returning fewer items", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods", replies = { kt.reply(200,
+      '{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"5"},"items":['
+        .. '{"metadata":{"name":"a"}},{"metadata":{"name":"b"}},{"metadata":{"na') } } }
+    local l, err = c:list(PODS, { namespace = "ns" })
+    assert.is_nil(l)
+    assert.equals("bad_response", err.code)
+    assert.matches("after 2 complete items", err.message)
+  end)
+
+  it("fails a list with an item that is not JSON", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods", replies = { kt.reply(200,
+      '{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"5"},"items":['
+        .. '{"metadata":{"name":"a"}},{"metadata":{"name":nope}}]}') } } }
+    local l, err = c:list(PODS, { namespace = "ns" })
+    assert.is_nil(l)
+    assert.equals("bad_response", err.code)
+    assert.matches("items%[1%]", err.message)
+  end)
+
+  it("lists across pages, keeping the first page's envelope and every item", function()
+    srv.set { { path = "/api/v1/pods", replies = {
+      kt.reply(200, { kind = "PodList", apiVersion = "v1", metadata = { resourceVersion = "9",
+        ["continue"] = "tok1" }, items = { pod("a", "1"), pod("b", "2") } }),
+      kt.reply(200, { kind = "PodList", apiVersion = "v1", metadata = { resourceVersion = "9",
+        ["continue"] = "tok2" }, items = { pod("c", "3") } }),
+      kt.reply(200, { kind = "PodList", apiVersion = "v1", metadata = { resourceVersion = "9" },
+        items = setmetatable({}, require("vmdr.json").array_mt) }) } } }
+    local before = #srv.requests()
+    local l = assert(c:list(PODS, { limit = 2, labelSelector = "app in (x,y)" }))
+    local got = {}
+    for i, it in ipairs(l.items) do got[i] = it.metadata.name end
+    assert.same({ "a", "b", "c" }, got)
+    assert.equals("9", l.metadata.resourceVersion)
+    assert.is_nil(l.metadata["continue"])
+    assert.equals("PodList", l.kind)
+    local reqs = srv.requests()
+    assert.equals(3, #reqs - before)
+    assert.equals("/api/v1/pods?labelSelector=app%20in%20%28x%2Cy%29&limit=2", reqs[before + 1].path)
+    assert.matches("continue=tok1", reqs[before + 2].path)
+    assert.matches("continue=tok2", reqs[before + 3].path)
+  end)
+
   it("maps API Status replies to codes with reason and message", function()
     local cases = {
       { 404, "NotFound", "not_found" }, { 409, "Conflict", "conflict" }, { 410, "Gone", "gone" },

@@ -425,7 +425,7 @@ return function(raw)
   end
 
   --- One API call with auth, retries and error mapping: body | nil, err.
-  --- ro: body, content_type, accept, timeout, raw, expect_json (default true).
+  --- ro: body, content_type, accept, timeout, raw, stream_list, expect_json (default true).
   local function call(self, method, path, ro)
     ro = ro or {}
     local attempt, reauthed = 0, false
@@ -436,6 +436,7 @@ return function(raw)
       local status, body, info = self._conn:request(method, path, {
         body = ro.body, content_type = ro.content_type, accept = ro.accept,
         authorization = authz or nil, timeout = ro.timeout or self.timeout, raw = ro.raw,
+        stream_list = ro.stream_list,
       })
       local err, retry_after
       if not status then
@@ -730,7 +731,8 @@ return function(raw)
     local result, items
     while true do
       local page
-      page, err = call(self, "GET", base .. query(params))
+      -- each page is decoded while it downloads (the whole body is never held)
+      page, err = call(self, "GET", base .. query(params), { stream_list = true })
       if not page then
         if err.code == "gone" and params.continue and not restarted then
           -- the continue token expired: one fresh start, else an error (never partial)
