@@ -171,7 +171,8 @@ int vmdr_codec_enter(lua_State *L, int idx, vmdr_codec_scratch *s, size_t *out_b
         kind = VMDR_CODEC_ARRAY;
     } else if (count == 0 || nstr == count) {
         kind = VMDR_CODEC_OBJECT;
-        qsort(s->keys + base, count, sizeof *s->keys, key_cmp);
+        if (count > 1) /* s->keys is still NULL before the first key: no NULL + 0 */
+            qsort(s->keys + base, count, sizeof *s->keys, key_cmp);
     } else {
         s->nkeys = base;
         if (nstr > 0)

@@ -556,7 +556,10 @@ static int emit_string(yenc *e, const char *s, size_t n)
     if (n > INT32_MAX)
         return vmdr_err_set(e->err, "invalid", 0, "a string is longer than 2 GB");
     yaml_scalar_style_t style = YAML_PLAIN_SCALAR_STYLE;
-    if (vmdr_yaml_needs_quotes(s, n))
+    /* CR, NEL, LS and PS are line breaks to a YAML reader, which normalises them
+     * to LF in every style but double-quoted, where libyaml escapes them. */
+    if (vmdr_yaml_needs_quotes(s, n) || memchr(s, '\r', n) || memmem(s, n, "\xC2\x85", 2) ||
+        memmem(s, n, "\xE2\x80\xA8", 3) || memmem(s, n, "\xE2\x80\xA9", 3))
         style = YAML_DOUBLE_QUOTED_SCALAR_STYLE;
     else if (memchr(s, '\n', n))
         style = YAML_LITERAL_SCALAR_STYLE;

@@ -25,15 +25,18 @@ static void on_signal(int sig)
 
 static void usage(FILE *f)
 {
-    fputs("usage: vmdr-sim [--fixtures DIR]... [--listen HOST:PORT] [--tls] [--cert FILE --key FILE]\n"
-          "                [--token T | --token-file FILE] [--client-ca FILE]\n"
-          "                [--kubeconfig-out FILE] [--kubeconfig-client-cert FILE\n"
-          "                 --kubeconfig-client-key FILE] [--state FILE] [--generate N]\n"
-          "                [--faults JSON|@FILE] [--history N] [--bookmark-interval SEC] [--quiet]\n"
-          "Serves VirtualMachines, PVCs, PVs, namespaces and leases over the Kubernetes REST API.\n"
-          "PORT 0 picks a free port; the URL is printed on stdout as 'vmdr-sim listening on URL'.\n"
-          "Admin (same listener and auth): GET /_sim/state, GET|POST /_sim/faults (docs/vmdr-sim.md).\n",
-          f);
+    fputs(
+        "usage: vmdr-sim [--fixtures DIR]... [--listen HOST:PORT] [--tls] [--cert FILE --key "
+        "FILE]\n"
+        "                [--token T | --token-file FILE] [--client-ca FILE]\n"
+        "                [--kubeconfig-out FILE] [--kubeconfig-client-cert FILE\n"
+        "                 --kubeconfig-client-key FILE] [--state FILE] [--generate N]\n"
+        "                [--faults JSON|@FILE] [--history N] [--bookmark-interval SEC] [--quiet]\n"
+        "Serves VirtualMachines, PVCs, PVs, namespaces and leases over the Kubernetes REST API.\n"
+        "PORT 0 picks a free port; the URL is printed on stdout as 'vmdr-sim listening on URL'.\n"
+        "Admin (same listener and auth): GET /_sim/state, GET|POST /_sim/faults "
+        "(docs/vmdr-sim.md).\n",
+        f);
 }
 
 static int read_text(const char *path, char **out, const char *what)
@@ -101,15 +104,31 @@ static int make_certs(char **ca, char **cert, char **key)
                       "keyEncipherment\nextendedKeyUsage=serverAuth\n"
                       "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
     int rc = sim_write_file_atomic(p_ext, ext, strlen(ext), 0600);
-    char *ca_argv[] = {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                       "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", p_cakey, "-out", p_ca,
-                       "-days", "3650", "-subj", "/CN=vmdr-sim-ca", NULL};
-    char *csr_argv[] = {"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", p_key, "-out", p_csr,
-                        "-subj", "/CN=vmdr-sim", NULL};
-    char *sign_argv[] = {"openssl", "x509", "-req", "-in", p_csr, "-CA", p_ca, "-CAkey", p_cakey,
-                         "-CAcreateserial", "-out", p_crt, "-days", "3650", "-sha256", "-extfile",
-                         p_ext, NULL};
+    char *ca_argv[] = {"openssl",
+                       "req",
+                       "-x509",
+                       "-newkey",
+                       "ec",
+                       "-pkeyopt",
+                       "ec_paramgen_curve:prime256v1",
+                       "-nodes",
+                       "-keyout",
+                       p_cakey,
+                       "-out",
+                       p_ca,
+                       "-days",
+                       "3650",
+                       "-subj",
+                       "/CN=vmdr-sim-ca",
+                       NULL};
+    char *csr_argv[] = {
+        "openssl", "req",     "-new", "-newkey", "ec",  "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes",  "-keyout", p_key,  "-out",    p_csr, "-subj",    "/CN=vmdr-sim",
+        NULL};
+    char *sign_argv[] = {"openssl",  "x509", "-req",   "-in",   p_csr,
+                         "-CA",      p_ca,   "-CAkey", p_cakey, "-CAcreateserial",
+                         "-out",     p_crt,  "-days",  "3650",  "-sha256",
+                         "-extfile", p_ext,  NULL};
     if (rc == 0 && (run(ca_argv) != 0 || run(csr_argv) != 0 || run(sign_argv) != 0)) {
         fprintf(stderr, "vmdr-sim: openssl failed to make the TLS certificates (is openssl "
                         "installed? scripts/deps)\n");
@@ -185,8 +204,8 @@ int main(int argc, char **argv)
     int tls = 0, quiet = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-#define NEXT()                                                                                 \
-    (i + 1 < argc ? argv[++i]                                                                  \
+#define NEXT()                                                                                     \
+    (i + 1 < argc ? argv[++i]                                                                      \
                   : (fprintf(stderr, "vmdr-sim: %s needs a value\n", a), exit(2), (char *)NULL))
         if (!strcmp(a, "--fixtures")) {
             if (nfix == 32) {
@@ -342,8 +361,10 @@ int main(int argc, char **argv)
                 return 1;
             }
             if (!quiet)
-                fprintf(stderr, "vmdr-sim: %s: %d objects loaded, %d skipped (kinds not served, duplicates)\n",
-                        fixtures[i], loaded, skipped);
+                fprintf(
+                    stderr,
+                    "vmdr-sim: %s: %d objects loaded, %d skipped (kinds not served, duplicates)\n",
+                    fixtures[i], loaded, skipped);
         }
         if (generate)
             sim_generate(&srv.store, (int)generate);

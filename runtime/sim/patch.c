@@ -174,8 +174,7 @@ static int add_at(cJSON **doc, const char *path, cJSON *value)
 int sim_json_patch(cJSON **doc, const cJSON *ops, vmdr_err *err)
 {
     if (!cJSON_IsArray(ops))
-        return vmdr_err_set(err, "invalid", 400,
-                            "the JSON patch must be an array of operations");
+        return vmdr_err_set(err, "invalid", 400, "the JSON patch must be an array of operations");
     const cJSON *op;
     int n = 0;
     cJSON_ArrayForEach(op, ops)
@@ -207,8 +206,7 @@ int sim_json_patch(cJSON **doc, const cJSON *ops, vmdr_err *err)
             cJSON_Delete(v);
         } else if (!strcmp(kind, "replace")) {
             if (!value)
-                return vmdr_err_set(err, "invalid", 400,
-                                    "replace operation does not have a value");
+                return vmdr_err_set(err, "invalid", 400, "replace operation does not have a value");
             if (!get_at(*doc, path))
                 return vmdr_err_set(err, "invalid", 422,
                                     "replace operation does not apply: doc is missing key: %s",
@@ -218,8 +216,8 @@ int sim_json_patch(cJSON **doc, const cJSON *ops, vmdr_err *err)
                 cJSON *v = cJSON_Duplicate(value, 1);
                 if (add_at(doc, path, v)) {
                     cJSON_Delete(v);
-                    return vmdr_err_set(err, "invalid", 422,
-                                        "replace operation does not apply: %s", path);
+                    return vmdr_err_set(err, "invalid", 422, "replace operation does not apply: %s",
+                                        path);
                 }
             } else {
                 cJSON_Delete(*doc);
@@ -248,8 +246,8 @@ int sim_json_patch(cJSON **doc, const cJSON *ops, vmdr_err *err)
         } else if (!strcmp(kind, "test")) {
             cJSON *cur = get_at(*doc, path);
             if (!cur || !value || !cJSON_Compare(cur, value, 1))
-                return vmdr_err_set(err, "invalid", 422,
-                                    "testing value %s failed: test failed", path);
+                return vmdr_err_set(err, "invalid", 422, "testing value %s failed: test failed",
+                                    path);
         } else {
             return vmdr_err_set(err, "invalid", 400, "Unexpected kind: %s", kind);
         }

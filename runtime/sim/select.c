@@ -122,8 +122,8 @@ sim_selector *sim_selector_parse(const char *s, vmdr_err *err)
         sel->n++;
         if (!r->key) {
             vmdr_err_set(err, "invalid", 400,
-                         "unable to parse requirement: found '%.1s', expected: identifier",
-                         *p ? p : "end of string");
+                         "unable to parse requirement: found '%s', expected: identifier",
+                         *p ? p : "");
             goto fail;
         }
         if (!valid_key(r->key)) {
@@ -181,8 +181,7 @@ sim_selector *sim_selector_parse(const char *s, vmdr_err *err)
             skip_ws(&p);
             if (*p != '(') {
                 vmdr_err_set(err, "invalid", 400,
-                             "unable to parse requirement: found '%.1s', expected: '('",
-                             *p ? p : "end of string");
+                             "unable to parse requirement: found '%s', expected: '('", p);
                 goto fail;
             }
             p++;
@@ -201,8 +200,7 @@ sim_selector *sim_selector_parse(const char *s, vmdr_err *err)
             }
             if (*p != ')') {
                 vmdr_err_set(err, "invalid", 400,
-                             "unable to parse requirement: found '%.1s', expected: ',', ')'",
-                             *p ? p : "end of string");
+                             "unable to parse requirement: found '%s', expected: ',', ')'", p);
                 goto fail;
             }
             p++;
@@ -229,7 +227,7 @@ sim_selector *sim_selector_parse(const char *s, vmdr_err *err)
             return sel;
         if (*p != ',') {
             vmdr_err_set(err, "invalid", 400,
-                         "unable to parse requirement: found '%.1s', expected: ','", p);
+                         "unable to parse requirement: found '%s', expected: ','", p);
             goto fail;
         }
         p++;
@@ -249,10 +247,18 @@ int sim_selector_matches(const sim_selector *sel, const cJSON *labels)
         const char *val = cJSON_IsString(v) ? v->valuestring : NULL;
         int ok = 0;
         switch (r->op) {
-        case OP_EXISTS: ok = val != NULL; break;
-        case OP_NOTEXISTS: ok = val == NULL; break;
-        case OP_EQ: ok = val && !strcmp(val, r->vals[0]); break;
-        case OP_NE: ok = !val || strcmp(val, r->vals[0]); break;
+        case OP_EXISTS:
+            ok = val != NULL;
+            break;
+        case OP_NOTEXISTS:
+            ok = val == NULL;
+            break;
+        case OP_EQ:
+            ok = val && !strcmp(val, r->vals[0]);
+            break;
+        case OP_NE:
+            ok = !val || strcmp(val, r->vals[0]);
+            break;
         case OP_IN:
         case OP_NOTIN: {
             int in = 0;
@@ -302,8 +308,8 @@ int sim_fieldsel_parse(sim_fieldsel *fs, const char *s, vmdr_err *err)
             }
         }
         if (!op) {
-            vmdr_err_set(err, "invalid", 400, "invalid selector: '%s'; can't understand '%s'",
-                         s, tok);
+            vmdr_err_set(err, "invalid", 400, "invalid selector: '%s'; can't understand '%s'", s,
+                         tok);
             goto fail;
         }
         char *field = tok;

@@ -8,17 +8,61 @@
 #include "sim.h"
 
 const sim_res sim_resources[SIM_NRES] = {
-    [SIM_RES_NAMESPACES] = {"", "v1", "namespaces", "namespace", "Namespace", "NamespaceList", 0,
-                            0, 1, {"ns", NULL, NULL}, {NULL, NULL}},
-    [SIM_RES_PVCS] = {"", "v1", "persistentvolumeclaims", "persistentvolumeclaim",
-                      "PersistentVolumeClaim", "PersistentVolumeClaimList", 1, 0, 1,
-                      {"pvc", NULL, NULL}, {NULL, NULL}},
-    [SIM_RES_PVS] = {"", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume",
-                     "PersistentVolumeList", 0, 0, 1, {"pv", NULL, NULL}, {NULL, NULL}},
-    [SIM_RES_VMS] = {"kubevirt.io", "v1", "virtualmachines", "virtualmachine", "VirtualMachine",
-                     "VirtualMachineList", 1, 1, 1, {"vm", "vms", NULL}, {"all", NULL}},
-    [SIM_RES_LEASES] = {"coordination.k8s.io", "v1", "leases", "lease", "Lease", "LeaseList", 1,
-                        0, 0, {NULL, NULL, NULL}, {NULL, NULL}},
+    [SIM_RES_NAMESPACES] = {"",
+                            "v1",
+                            "namespaces",
+                            "namespace",
+                            "Namespace",
+                            "NamespaceList",
+                            0,
+                            0,
+                            1,
+                            {"ns", NULL, NULL},
+                            {NULL, NULL}},
+    [SIM_RES_PVCS] = {"",
+                      "v1",
+                      "persistentvolumeclaims",
+                      "persistentvolumeclaim",
+                      "PersistentVolumeClaim",
+                      "PersistentVolumeClaimList",
+                      1,
+                      0,
+                      1,
+                      {"pvc", NULL, NULL},
+                      {NULL, NULL}},
+    [SIM_RES_PVS] = {"",
+                     "v1",
+                     "persistentvolumes",
+                     "persistentvolume",
+                     "PersistentVolume",
+                     "PersistentVolumeList",
+                     0,
+                     0,
+                     1,
+                     {"pv", NULL, NULL},
+                     {NULL, NULL}},
+    [SIM_RES_VMS] = {"kubevirt.io",
+                     "v1",
+                     "virtualmachines",
+                     "virtualmachine",
+                     "VirtualMachine",
+                     "VirtualMachineList",
+                     1,
+                     1,
+                     1,
+                     {"vm", "vms", NULL},
+                     {"all", NULL}},
+    [SIM_RES_LEASES] = {"coordination.k8s.io",
+                        "v1",
+                        "leases",
+                        "lease",
+                        "Lease",
+                        "LeaseList",
+                        1,
+                        0,
+                        0,
+                        {NULL, NULL, NULL},
+                        {NULL, NULL}},
 };
 
 int sim_res_find(const char *group, const char *version, const char *plural)
@@ -79,6 +123,38 @@ void sim_store_init(sim_store *st, size_t history)
         abort();
 }
 
+sim_text *sim_text_ref(sim_text *t)
+{
+    __atomic_add_fetch(&t->refs, 1, __ATOMIC_RELAXED);
+    return t;
+}
+
+void sim_text_unref(sim_text *t)
+{
+    if (t && __atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(t);
+}
+
+static sim_text *text_new(const cJSON *obj)
+{
+    size_t len;
+    char *s = sim_j_print(obj, &len);
+    sim_text *t = sim_xmalloc(sizeof *t + len + 1);
+    t->refs = 1;
+    t->len = len;
+    memcpy(t->s, s, len + 1);
+    free(s);
+    t->bare = 0;
+    /* {"apiVersion":"v1","kind":"X",REST -> offset of REST */
+    if (!strncmp(t->s, "{\"apiVersion\":\"", 15)) {
+        const char *k = strstr(t->s + 15, "\",\"kind\":\"");
+        const char *e = k ? strchr(k + 10, '"') : NULL;
+        if (e && e[1] == ',')
+            t->bare = (size_t)(e + 2 - t->s);
+    }
+    return t;
+}
+
 static void obj_free(sim_obj *o)
 {
     if (!o)
@@ -87,7 +163,7 @@ static void obj_free(sim_obj *o)
     free(o->ns);
     free(o->name);
     cJSON_Delete(o->json);
-    free(o->text);
+    sim_text_unref(o->ref);
     free(o);
 }
 
@@ -217,8 +293,37 @@ void sim_store_stamp_new(int res, cJSON *obj)
     sim_j_set_str(obj, "kind", sim_resources[res].kind);
 }
 
+/* Orders members as the API server prints them: apiVersion, kind, metadata, the rest, status
+ * (add_item relies on apiVersion and kind coming first). */
+cJSON *sim_normalise(int res, cJSON *obj)
+{
+    cJSON *out = cJSON_CreateObject();
+    char av[64];
+    sim_res_api_version(res, av);
+    sim_j_set_str(out, "apiVersion", av);
+    sim_j_set_str(out, "kind", sim_resources[res].kind);
+    cJSON *md = cJSON_DetachItemFromObjectCaseSensitive(obj, "metadata");
+    cJSON *status = cJSON_DetachItemFromObjectCaseSensitive(obj, "status");
+    if (md)
+        cJSON_AddItemToObject(out, "metadata", md);
+    cJSON *it = obj->child;
+    while (it) {
+        cJSON *next = it->next;
+        if (strcmp(it->string, "apiVersion") && strcmp(it->string, "kind")) {
+            cJSON_DetachItemViaPointer(obj, it);
+            cJSON_AddItemToObject(out, it->string, it);
+        }
+        it = next;
+    }
+    if (status)
+        cJSON_AddItemToObject(out, "status", status);
+    cJSON_Delete(obj);
+    return out;
+}
+
 sim_obj *sim_store_put(sim_store *st, int res, cJSON *obj, int rec)
 {
+    obj = sim_normalise(res, obj);
     const cJSON *md = sim_j_obj(obj, "metadata");
     const char *name = sim_j_str(md, "name");
     const char *ns = sim_resources[res].namespaced ? sim_j_str(md, "namespace") : "";
@@ -240,7 +345,7 @@ sim_obj *sim_store_put(sim_store *st, int res, cJSON *obj, int rec)
         o = c->v[i];
         free(key);
         prev = o->json;
-        free(o->text);
+        sim_text_unref(o->ref);
     } else {
         if (c->n == c->cap) {
             c->cap = c->cap ? c->cap * 2 : 64;
@@ -257,7 +362,9 @@ sim_obj *sim_store_put(sim_store *st, int res, cJSON *obj, int rec)
         c->n++;
     }
     o->json = obj;
-    o->text = sim_j_print(obj, &o->len);
+    o->ref = text_new(obj);
+    o->text = o->ref->s;
+    o->len = o->ref->len;
     if (rec)
         record(st, res, existed ? SIM_EV_MODIFIED : SIM_EV_ADDED, ns, name, obj, prev);
     cJSON_Delete(prev);
