@@ -195,6 +195,18 @@ describe("vmdr.k8s transport", function()
     assert.equals("Bearer transport-token-123", reqs[#reqs].headers.Authorization)
   end)
 
+  it("decodes a gzip-compressed response, a list included", function()
+    local items = {}
+    for i = 1, 300 do items[i] = pod("p" .. i, tostring(i)) end
+    srv.set { { path = "/api/v1/pods", replies = { kt.reply(200, { kind = "PodList", apiVersion = "v1",
+      metadata = { resourceVersion = "300" }, items = items }, { gzip = true }) } } }
+    local l = assert(c:list(PODS))
+    assert.equals(300, #l.items)
+    assert.equals("p300", l.items[300].metadata.name)
+    local reqs = srv.requests()
+    assert.matches("gzip", reqs[#reqs].headers["Accept-Encoding"])
+  end)
+
   it("request() returns other verbs' answers and raw bytes", function()
     srv.set { { path = "/healthz", replies = { { status = 200, headers = { ["Content-Type"] = "text/plain" },
       body = "ok" } } },
