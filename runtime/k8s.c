@@ -365,6 +365,7 @@ static int stream_status(lua_State *L)
 }
 
 /* stream:next([timeout]) -> value | false (timeout seconds passed) | nil, err
+ * No timeout (or 0): wait until a line comes, the stream ends or a signal arrives.
  * value is the next line decoded as JSON; err.code "eof" at the end of the stream,
  * "bad_response" for a line that is not JSON (the line is in err.line). */
 static int stream_next(lua_State *L)
@@ -376,7 +377,10 @@ static int stream_next(lua_State *L)
     size_t len;
     vmdr_err err;
     vmdr_err_clear(&err);
-    int r = vmdr_k8s_stream_next(b->x, t > 0 ? (long)(t * 1000.0 + 0.5) : 0, &line, &len, &err);
+    long ms = t > 0 ? (long)(t * 1000.0 + 0.5) : 0;
+    if (t > 0 && ms == 0)
+        ms = 1; /* a tiny wait is still a bounded one: 0 would mean "no deadline" */
+    int r = vmdr_k8s_stream_next(b->x, ms, &line, &len, &err);
     if (r < 0)
         return vmdr_push_err(L, &err);
     if (r == 0) {
