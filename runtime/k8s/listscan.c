@@ -10,6 +10,10 @@
 
 enum { M_ENVELOPE, M_BETWEEN, M_ITEM, M_AFTER };
 
+/* The bytes that change the scanner's state inside an item. */
+static const unsigned char item_special[256] = {['"'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1,
+                                                 [']'] = 1};
+
 static int env_add(vmdr_k8s_listscan *s, const char *p, size_t n, vmdr_err *err)
 {
     if (s->env_len + n + 1 > s->env_cap) {
@@ -46,6 +50,19 @@ long vmdr_k8s_listscan_feed(vmdr_k8s_listscan *s, const char *buf, size_t len, i
     size_t used = 0; /* bytes of buf consumed (copied to the envelope, skipped, or decoded) */
     size_t i = s->pos;
     for (; i < len; i++) {
+        /* Fast paths: inside an item only quotes and brackets matter, inside a string
+         * (that is not a key candidate) only quotes and backslashes. */
+        if (s->in_str && !s->esc && !(s->mode == M_ENVELOPE && s->depth == 1)) {
+            while (i < len && buf[i] != '"' && buf[i] != '\\')
+                i++;
+            if (i == len)
+                break;
+        } else if (!s->in_str && s->mode == M_ITEM) {
+            while (i < len && !item_special[(unsigned char)buf[i]])
+                i++;
+            if (i == len)
+                break;
+        }
         char c = buf[i];
         if (s->in_str) {
             if (s->esc)
