@@ -174,6 +174,7 @@ static long list_hook(void *payload, long status, const char *ctype, const char 
     return vmdr_k8s_listscan_feed(&ls->scan, buf, len, done, list_item, ls, err);
 }
 
+/* __gc of the scanner box: frees the envelope buffer */
 static int list_stream_gc(lua_State *L)
 {
     list_stream *ls = lua_touserdata(L, 1);
@@ -327,6 +328,7 @@ static int conn_stream(lua_State *L)
     return 1;
 }
 
+/* conn:__gc() / conn:__close(): frees the connection pool; idempotent */
 static int conn_gc(lua_State *L)
 {
     conn_box *b = luaL_checkudata(L, 1, CONN_META);
@@ -345,6 +347,7 @@ static int conn_close(lua_State *L)
     return 1;
 }
 
+/* tostring(conn) -> "vmdr.k8s.Conn (server)" | "vmdr.k8s.Conn (closed)" */
 static int conn_tostring(lua_State *L)
 {
     conn_box *b = luaL_checkudata(L, 1, CONN_META);
@@ -414,6 +417,7 @@ static int stream_rest(lua_State *L)
     return 1;
 }
 
+/* stream:__gc() / stream:__close(): ends the transfer; idempotent */
 static int stream_gc(lua_State *L)
 {
     stream_box *b = luaL_checkudata(L, 1, STREAM_META);
@@ -432,6 +436,7 @@ static int stream_close(lua_State *L)
     return 1;
 }
 
+/* tostring(stream) -> "vmdr.k8s.Stream (0x...)" | "vmdr.k8s.Stream (closed)" */
 static int stream_tostring(lua_State *L)
 {
     stream_box *b = luaL_checkudata(L, 1, STREAM_META);
@@ -475,6 +480,7 @@ typedef struct strv_box {
     const char **v;
 } strv_box;
 
+/* __gc of a string vector box */
 static int strv_gc(lua_State *L)
 {
     strv_box *b = lua_touserdata(L, 1);

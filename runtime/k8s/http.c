@@ -44,6 +44,7 @@ struct vmdr_k8s_conn {
     int (*interrupted)(void);
     vmdr_k8s_xfer *streams;
     struct curl_slist *connect_to; /* curl keeps the pointer: it lives as long as the conn */
+    int global;                    /* holds a curl_global_init reference */
 };
 
 static long mono_ms(void)
@@ -245,18 +246,19 @@ static int xfer_init(vmdr_k8s_xfer *x, vmdr_k8s_conn *c)
 
 int vmdr_k8s_conn_new(vmdr_k8s_conn **out, const vmdr_k8s_conn_opts *o, vmdr_err *err)
 {
-    static int global_done = 0; /* curl_global_init is idempotent; this only skips work */
     vmdr_k8s_conn *c = NULL;
     *out = NULL;
     if (o->server == NULL || *o->server == '\0')
         return vmdr_err_set(err, "invalid", 0, "no server URL");
-    if (!global_done) {
-        curl_global_init(CURL_GLOBAL_DEFAULT);
-        global_done = 1;
-    }
     c = calloc(1, sizeof *c);
     if (c == NULL)
         return vmdr_err_set(err, "nomem", 0, "out of memory");
+    /* Reference-counted by curl: each conn holds one, released in conn_free (no static). */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        free(c);
+        return vmdr_err_set(err, "error", 0, "curl initialisation failed");
+    }
+    c->global = 1;
     c->interrupted = o->interrupted;
     c->multi = curl_multi_init();
     c->tmpl = curl_easy_init();
@@ -307,6 +309,8 @@ void vmdr_k8s_conn_free(vmdr_k8s_conn *c)
         curl_multi_cleanup(c->multi);
     curl_slist_free_all(c->connect_to);
     free(c->base);
+    if (c->global)
+        curl_global_cleanup();
     free(c);
 }
 
