@@ -210,7 +210,9 @@ describe("vmdr.k8s transport", function()
   it("request() returns other verbs' answers and raw bytes", function()
     srv.set { { path = "/healthz", replies = { { status = 200, headers = { ["Content-Type"] = "text/plain" },
       body = "ok" } } },
-      { path = "/apis/x/v1/things", method = "POST", replies = { kt.reply(201, { kind = "Thing" }) } } }
+      { path = "/apis/x/v1/things", method = "POST", replies = { kt.reply(201, { kind = "Thing" }) } },
+      { path = "/apis/x/v1/things/t", method = "DELETE", replies = { { status = 204 } } } }
+    assert.is_true((c:request("DELETE", "/apis/x/v1/things/t")))
     local body, status = c:request("GET", "/healthz", nil, { raw = true })
     assert.equals("ok", body)
     assert.equals(200, status)

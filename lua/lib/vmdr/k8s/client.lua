@@ -444,6 +444,9 @@ return function(raw)
         if not (TRANSIENT[err.code] and IDEMPOTENT[method]) then return nil, err end
       elseif status >= 200 and status < 300 then
         if ro.expect_json == false then return body, status, info end
+        if body == nil and (info.raw or "") == "" and not info.decode_error then
+          return true, status, info -- 204 No Content and other empty successes
+        end
         if info.decode_error then
           return fail("bad_response", status, "%s %s: the response is not valid JSON: %s", method,
             path:match("^[^?]*"), info.decode_error.message)
@@ -452,9 +455,6 @@ return function(raw)
           return fail("bad_response", status, "%s %s: expected JSON, the server sent %s%s", method,
             path:match("^[^?]*"), info.content_type ~= "" and info.content_type or "no content type",
             info.raw and info.raw ~= "" and (": " .. snippet(info.raw)) or "")
-        end
-        if body == nil then
-          return fail("bad_response", status, "%s %s: empty response", method, path:match("^[^?]*"))
         end
         return body, status, info
       else
