@@ -73,6 +73,15 @@ describe("vmdr-sim with kubectl", function()
     assert.matches("You must be logged in to the server", r.stderr, 1, true)
   end)
 
+  it("serves kubectl aggregated discovery: two discovery requests, no per-group fallback", function()
+    local home = h.tmpdir("kube-home") -- an empty discovery cache
+    local r = h.exec({ "kubectl", "get", "vm", "-A", "-v=6" }, { KUBECONFIG = s.kubeconfig, HOME = home })
+    assert.equals(0, r.code, r.stderr)
+    local gets = {}
+    for path in r.stderr:gmatch("GET https://[^/]+(/[^? ]*)") do gets[#gets + 1] = path end
+    assert.same({ "/api", "/apis", "/apis/kubevirt.io/v1/virtualmachines" }, gets)
+  end)
+
   it("lists the DR-enabled VMs across namespaces by label", function()
     local out = lines(ok { "get", "vm", "-A", "-l", "dr.demojam.com/enabled=true" })
     assert.matches("^NAMESPACE%s+NAME%s+AGE%s+STATUS%s+READY", out[1])
