@@ -142,6 +142,19 @@ static cJSON *remove_at(cJSON **doc, const char *path)
     return v;
 }
 
+/* Inserts v before index i. Not cJSON_InsertItemInArray: Debian 12's libcjson 1.7.15-1+deb12u4
+ * returns false for any index past 0 (its CVE-2023-50471 backport), dropping the item. */
+static void array_insert(cJSON *arr, int i, cJSON *v)
+{
+    cJSON *tail = cJSON_CreateArray();
+    while (cJSON_GetArraySize(arr) > i)
+        cJSON_AddItemToArray(tail, cJSON_DetachItemFromArray(arr, i));
+    cJSON_AddItemToArray(arr, v);
+    while (tail->child)
+        cJSON_AddItemToArray(arr, cJSON_DetachItemFromArray(tail, 0));
+    cJSON_Delete(tail);
+}
+
 static int add_at(cJSON **doc, const char *path, cJSON *value)
 {
     cJSON *parent;
@@ -160,10 +173,7 @@ static int add_at(cJSON **doc, const char *path, cJSON *value)
     } else if (cJSON_IsArray(parent)) {
         int i;
         if (!array_index(last, cJSON_GetArraySize(parent), 1, &i)) {
-            if (i == cJSON_GetArraySize(parent))
-                cJSON_AddItemToArray(parent, value);
-            else
-                cJSON_InsertItemInArray(parent, i, value);
+            array_insert(parent, i, value);
             rc = 0;
         }
     }
