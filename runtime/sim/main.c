@@ -437,22 +437,18 @@ int main(int argc, char **argv)
             /* Saved at most every 50 ms: a burst of writes is one file write. */
             pthread_mutex_lock(&srv.store.mu);
             uint64_t ch = srv.store.changes;
-            if (ch != saved) {
-                if (sim_store_save(&srv.store, state, &e))
-                    fprintf(stderr, "vmdr-sim: %s\n", e.message);
-                saved = ch;
-            }
             pthread_mutex_unlock(&srv.store.mu);
+            if (ch != saved && sim_store_save(&srv.store, state, &saved, &e))
+                fprintf(stderr, "vmdr-sim: %s\n", e.message);
         }
     }
     pthread_mutex_lock(&srv.store.mu);
     srv.store.closing = 1;
     pthread_cond_broadcast(&srv.store.cv);
-    if (state && (srv.store.changes != saved || !from_state)) {
-        if (sim_store_save(&srv.store, state, &e))
-            fprintf(stderr, "vmdr-sim: %s\n", e.message);
-    }
+    int final_save = state && (srv.store.changes != saved || !from_state);
     pthread_mutex_unlock(&srv.store.mu);
+    if (final_save && sim_store_save(&srv.store, state, NULL, &e))
+        fprintf(stderr, "vmdr-sim: %s\n", e.message);
     MHD_stop_daemon(d);
     sim_store_free(&srv.store);
     free(ca_pem);

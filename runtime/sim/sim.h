@@ -190,7 +190,8 @@ cJSON *sim_normalise(int res, cJSON *obj);
 /* Fills metadata the API server sets on create (uid, creationTimestamp, generation). */
 void sim_store_stamp_new(int res, cJSON *obj);
 
-int sim_store_save(sim_store *st, const char *path, vmdr_err *err);
+/* Saves atomically; takes the lock itself. *changes gets the change counter saved. */
+int sim_store_save(sim_store *st, const char *path, uint64_t *changes, vmdr_err *err);
 int sim_store_load_state(sim_store *st, const char *path, vmdr_err *err);
 
 /* ---- load.c -------------------------------------------------------------------------- */

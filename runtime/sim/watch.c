@@ -256,6 +256,8 @@ enum MHD_Result sim__do_watch(ctx *x, int res, const char *ns)
     const char *ts = sim__arg(x, "timeoutSeconds");
     if (ts && *ts)
         timeout = strtod(ts, NULL);
+    if (!(timeout > 0))
+        timeout = 1800; /* 0 or junk: the server default, as kube-apiserver */
     w->deadline = sim_mono() + timeout;
     pthread_mutex_lock(&x->srv->fmu);
     w->drop_after = x->srv->faults.drop_watch_after;
