@@ -29,6 +29,77 @@ cJSON *sim_merge_patch(cJSON *target, const cJSON *patch)
     return target;
 }
 
+/* Strategic merge patch, reduced to what PVC, PV and Namespace patches from kubectl carry:
+ * a merge patch whose directives are honoured instead of stored as keys. "$patch": "delete" /
+ * "replace" on a map, "$deleteFromPrimitiveList/<list>", "$setElementOrder/<list>" and
+ * "$retainKeys" (ordering and pruning hints, ignored); metadata.finalizers and other
+ * primitive lists named "finalizers" merge as sets, as their patchStrategy says; every other
+ * list is replaced. Returns NULL when the patch deletes the target. */
+cJSON *sim_strategic_patch(cJSON *target, const cJSON *patch)
+{
+    if (!cJSON_IsObject(patch)) {
+        cJSON_Delete(target);
+        return cJSON_Duplicate(patch, 1);
+    }
+    const char *directive = NULL;
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(patch, "$patch");
+    if (cJSON_IsString(d))
+        directive = d->valuestring;
+    if (directive && !strcmp(directive, "delete")) {
+        cJSON_Delete(target);
+        return NULL;
+    }
+    if (directive && !strcmp(directive, "replace")) {
+        cJSON_Delete(target);
+        target = cJSON_CreateObject();
+    }
+    if (!cJSON_IsObject(target)) {
+        cJSON_Delete(target);
+        target = cJSON_CreateObject();
+    }
+    const cJSON *p;
+    cJSON_ArrayForEach(p, patch)
+    {
+        const char *k = p->string;
+        if (!strcmp(k, "$patch") || !strncmp(k, "$setElementOrder/", 17) ||
+            !strcmp(k, "$retainKeys"))
+            continue;
+        if (!strncmp(k, "$deleteFromPrimitiveList/", 25)) {
+            cJSON *list = cJSON_GetObjectItemCaseSensitive(target, k + 25);
+            const cJSON *v;
+            cJSON_ArrayForEach(v, p)
+            {
+                for (int i = cJSON_GetArraySize(list) - 1; cJSON_IsArray(list) && i >= 0; i--)
+                    if (cJSON_Compare(cJSON_GetArrayItem(list, i), v, 1))
+                        cJSON_DeleteItemFromArray(list, i);
+            }
+            continue;
+        }
+        if (cJSON_IsNull(p)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(target, k);
+            continue;
+        }
+        cJSON *cur = cJSON_DetachItemFromObjectCaseSensitive(target, k);
+        if (cJSON_IsArray(p) && cJSON_IsArray(cur) && !strcmp(k, "finalizers")) {
+            const cJSON *v;
+            cJSON_ArrayForEach(v, p)
+            {
+                int have = 0;
+                const cJSON *c;
+                cJSON_ArrayForEach(c, cur) have |= cJSON_Compare(c, v, 1);
+                if (!have)
+                    cJSON_AddItemToArray(cur, cJSON_Duplicate(v, 1));
+            }
+            cJSON_AddItemToObject(target, k, cur);
+            continue;
+        }
+        cJSON *merged = sim_strategic_patch(cur, p);
+        if (merged)
+            cJSON_AddItemToObject(target, k, merged);
+    }
+    return target;
+}
+
 /* Decodes one JSON pointer token (~1 -> /, ~0 -> ~). */
 static char *pointer_token(const char **p)
 {

@@ -110,6 +110,9 @@ void sim_fieldsel_free(sim_fieldsel *fs);
 /* ---- patch.c ------------------------------------------------------------------------- */
 /* Applies an RFC 7386 merge patch to target (modified in place; may be replaced). */
 cJSON *sim_merge_patch(cJSON *target, const cJSON *patch);
+/* A strategic merge patch for the core types (directives honoured, finalizers merged as a
+ * set, other lists replaced); NULL when it deletes the whole target. */
+cJSON *sim_strategic_patch(cJSON *target, const cJSON *patch);
 /* Applies an RFC 6902 patch; returns 0 or -1 with err (code "invalid" or "conflict"
  * for a failed test operation). target may be replaced through *doc. */
 int sim_json_patch(cJSON **doc, const cJSON *ops, vmdr_err *err);

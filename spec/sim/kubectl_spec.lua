@@ -190,6 +190,28 @@ spec:
       assert.matches('"memory":"128M"', ann, 1, true)
     end)
 
+  it("applies a PVC change as kubectl's strategic merge patch, directives and all", function()
+    local pvc = [[
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: smp-1
+  finalizers: [a.example/one, b.example/two]
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: { requests: { storage: 1Gi } }
+]]
+    local f = h.write(s.dir .. "/pvc.yaml", pvc)
+    ok { "apply", "-n", "applied", "-f", f }
+    -- kubectl sends $deleteFromPrimitiveList/finalizers and $setElementOrder/finalizers
+    h.write(f, (pvc:gsub("%[a.example/one, b.example/two%]", "[b.example/two, c.example/three]")))
+    assert.matches("configured", ok { "apply", "-n", "applied", "-f", f })
+    local md = ok { "get", "pvc", "-n", "applied", "smp-1", "-o", "json" }
+    assert.matches('"finalizers": %[%s*"b.example/two",%s*"c.example/three"%s*%]', md)
+    assert.not_matches("%$setElementOrder", md)
+    assert.not_matches("%$deleteFromPrimitiveList", md)
+  end)
+
   it("labels without bumping generation, and the selector sees the label", function()
     local before = ok { "get", "vm", "-n", "dr-app-000", "vm-00007", "-o",
       "jsonpath={.metadata.generation} {.metadata.resourceVersion}" }

@@ -1,4 +1,5 @@
-/* vmdr-sim JSON merge patch (RFC 7386) and JSON patch (RFC 6902), as data tables. */
+/* vmdr-sim JSON merge patch (RFC 7386), JSON patch (RFC 6902) and the reduced strategic merge
+ * patch for core types, as data tables. */
 #include <stdio.h>
 #include <string.h>
 
@@ -61,9 +62,40 @@ static const struct {
      "{\"metadata\":{\"labels\":{\"a\":\"b\",\"dr.demojam.com/enabled\":\"true\"}}}"},
 };
 
+static const struct {
+    const char *target, *patch, *want;
+} SMP[] = {
+    /* directives are honoured, never stored */
+    {"{\"metadata\":{\"finalizers\":[\"a\",\"b\"],\"labels\":{\"x\":\"1\"}}}",
+     "{\"metadata\":{\"$setElementOrder/finalizers\":[\"b\",\"c\"],\"finalizers\":[\"c\"],"
+     "\"$deleteFromPrimitiveList/finalizers\":[\"a\"]}}",
+     "{\"metadata\":{\"finalizers\":[\"b\",\"c\"],\"labels\":{\"x\":\"1\"}}}"},
+    {"{\"spec\":{\"a\":1,\"b\":2}}", "{\"spec\":{\"$patch\":\"replace\",\"c\":3}}",
+     "{\"spec\":{\"c\":3}}"},
+    {"{\"spec\":{\"a\":1},\"x\":1}", "{\"spec\":{\"$patch\":\"delete\"}}", "{\"x\":1}"},
+    {"{\"spec\":{\"accessModes\":[\"ReadWriteOnce\"]}}",
+     "{\"spec\":{\"accessModes\":[\"ReadWriteMany\"]},\"$retainKeys\":[\"spec\"]}",
+     "{\"spec\":{\"accessModes\":[\"ReadWriteMany\"]}}"},
+    {"{\"a\":{\"b\":1}}", "{\"a\":{\"b\":null,\"c\":2}}", "{\"a\":{\"c\":2}}"},
+};
+
 int main(void)
 {
     int fails = 0;
+    for (size_t i = 0; i < sizeof SMP / sizeof SMP[0]; i++) {
+        cJSON *t = cJSON_Parse(SMP[i].target), *p = cJSON_Parse(SMP[i].patch);
+        cJSON *want = cJSON_Parse(SMP[i].want);
+        t = sim_strategic_patch(t, p);
+        if (!t || !cJSON_Compare(t, want, 1)) {
+            char *got = t ? cJSON_PrintUnformatted(t) : NULL;
+            printf("FAIL strategic %zu: got %s want %s\n", i, got ? got : "NULL", SMP[i].want);
+            free(got);
+            fails++;
+        }
+        cJSON_Delete(t);
+        cJSON_Delete(p);
+        cJSON_Delete(want);
+    }
     for (size_t i = 0; i < sizeof MERGE / sizeof MERGE[0]; i++) {
         cJSON *t = cJSON_Parse(MERGE[i].target), *p = cJSON_Parse(MERGE[i].patch);
         cJSON *want = cJSON_Parse(MERGE[i].want);
