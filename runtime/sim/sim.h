@@ -223,6 +223,7 @@ typedef struct sim_faults {
     char garble[16];  /* "truncate" | "html" | "content-type" */
     char garble_prefix[256];
     double bookmark_interval;
+    int gzip; /* gzip responses over 128 KiB to clients that accept it */
 } sim_faults;
 
 typedef struct sim_server {

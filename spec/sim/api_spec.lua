@@ -503,3 +503,22 @@ items:
     assert.matches("%-%-listen wants HOST:PORT", r.stderr)
   end)
 end)
+
+describe("vmdr-sim --gzip", function()
+  it("gzips responses from 128 KiB to clients that accept it, as kube-apiserver does", function()
+    local s = sim.start { fixtures = false, generate = 200, args = { "--gzip" } }
+    finally(function() s.stop() end)
+    local all = "/apis/kubevirt.io/v1/virtualmachines"
+    local r = s.curl { path = all, args = { "--compressed" } }
+    assert.matches("content%-encoding: gzip", r.headers:lower())
+    assert.equals(200, #r.json.items) -- curl decoded it
+    local raw = s.curl { path = all, headers = { "Accept-Encoding: gzip" } }
+    assert.is_nil(raw.json) -- compressed bytes on the wire
+    assert.is_true(#raw.body < #r.body / 4)
+    r = s.curl { path = all .. "?limit=2", args = { "--compressed" } } -- small: sent as is
+    assert.not_matches("content%-encoding", r.headers:lower())
+    assert.not_matches("content%-encoding", s.curl { path = all }.headers:lower()) -- not asked
+    s.admin { gzip = false }
+    assert.not_matches("content%-encoding", s.curl { path = all, args = { "--compressed" } }.headers:lower())
+  end)
+end)
