@@ -278,9 +278,14 @@ enum MHD_Result sim__do_watch(ctx *x, int res, const char *ns)
                 !sim_selector_matches(w->ls, sim_j_path(o->json, "metadata.labels")))
                 continue;
             emit(w, "ADDED", o->text, o->len);
+            /* the drop fault counts synthetic events too */
+            if (w->drop_after && ++w->sent >= w->drop_after) {
+                w->state = 2;
+                break;
+            }
         }
         w->last_rv = st->rv;
-        if (initial && w->bookmarks)
+        if (initial && w->bookmarks && !w->state)
             emit_bookmark(w, st->rv, 1);
     } else {
         w->last_rv = rv;
