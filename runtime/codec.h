@@ -31,6 +31,8 @@ typedef struct vmdr_codec_scratch {
     size_t nkeys, capkeys;
     const void *path[VMDR_CODEC_MAX_DEPTH];
     int depth;
+    /* qsort comparator of vmdr_codec_key; NULL: bytewise (JSON, as kubectl -o json) */
+    int (*key_cmp)(const void *, const void *);
 } vmdr_codec_scratch;
 
 enum { VMDR_CODEC_ARRAY = 1, VMDR_CODEC_OBJECT = 2 };
@@ -44,12 +46,12 @@ int vmdr_codec_reserve(vmdr_codec_scratch *s, size_t n, vmdr_err *err);
 /* Classifies the table at idx: an array (the shared array_mt, or keys exactly
  * 1..n with n > 0; *out_n = n) or an object (every key a string; an empty table
  * without array_mt is an object). For an object, its keys are appended to
- * s->keys sorted bytewise (as kubectl prints them), *out_n of them from index
- * *out_base; the caller drops them with s->nkeys = *out_base when done.
+ * s->keys sorted (s->key_cmp), *out_n of them from index *out_base; the caller
+ * drops them with s->nkeys = *out_base when done.
  * Also enters the table in s->path: the caller calls vmdr_codec_leave after.
  * Returns the kind, or -1 with err (a cycle, too deep, mixed or sparse keys). */
-int vmdr_codec_enter(lua_State *L, int idx, vmdr_codec_scratch *s, size_t *out_base,
-                     size_t *out_n, vmdr_err *err);
+int vmdr_codec_enter(lua_State *L, int idx, vmdr_codec_scratch *s, size_t *out_base, size_t *out_n,
+                     vmdr_err *err);
 void vmdr_codec_leave(vmdr_codec_scratch *s);
 
 /* Returns the offset of the first byte that is not part of valid UTF-8

@@ -63,6 +63,7 @@ vmdr_codec_scratch *vmdr_codec_scratch_push(lua_State *L)
     vmdr_codec_scratch *s = lua_newuserdatauv(L, sizeof *s, 0);
     memset(s, 0, offsetof(vmdr_codec_scratch, path));
     s->depth = 0;
+    s->key_cmp = NULL;
     if (luaL_newmetatable(L, SCRATCH_META)) {
         lua_pushcfunction(L, scratch_gc);
         lua_setfield(L, -2, "__gc");
@@ -101,6 +102,41 @@ static int key_cmp(const void *a, const void *b)
     return x->n < y->n ? -1 : x->n > y->n;
 }
 
+/* A stable merge sort. Run after the bytewise qsort, it makes the result a function
+ * of the key set alone even for an order that is not transitive on every set
+ * (kubectl's YAML key order is not: "0755" < "0x1F" < "1e3" < "0755"), so the
+ * output stays deterministic. Without memory for the merge it falls back to
+ * insertion sort, also stable. */
+static void stable_sort(vmdr_codec_key *k, size_t n, int (*cmp)(const void *, const void *))
+{
+    vmdr_codec_key *tmp = n > 16 ? malloc(n * sizeof *tmp) : NULL;
+    if (tmp == NULL) {
+        for (size_t i = 1; i < n; i++) {
+            vmdr_codec_key x = k[i];
+            size_t j = i;
+            for (; j > 0 && cmp(&x, &k[j - 1]) < 0; j--)
+                k[j] = k[j - 1];
+            k[j] = x;
+        }
+        return;
+    }
+    for (size_t width = 1; width < n; width *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * width) {
+            size_t mid = lo + width < n ? lo + width : n;
+            size_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+            size_t a = lo, b = mid, o = lo;
+            while (a < mid && b < hi)
+                tmp[o++] = cmp(&k[b], &k[a]) < 0 ? k[b++] : k[a++];
+            while (a < mid)
+                tmp[o++] = k[a++];
+            while (b < hi)
+                tmp[o++] = k[b++];
+        }
+        memcpy(k, tmp, n * sizeof *k);
+    }
+    free(tmp);
+}
+
 static int push_key(vmdr_codec_scratch *s, const char *k, size_t n, vmdr_err *err)
 {
     if (s->nkeys == s->capkeys) {
@@ -117,8 +153,8 @@ static int push_key(vmdr_codec_scratch *s, const char *k, size_t n, vmdr_err *er
     return 0;
 }
 
-int vmdr_codec_enter(lua_State *L, int idx, vmdr_codec_scratch *s, size_t *out_base,
-                     size_t *out_n, vmdr_err *err)
+int vmdr_codec_enter(lua_State *L, int idx, vmdr_codec_scratch *s, size_t *out_base, size_t *out_n,
+                     vmdr_err *err)
 {
     idx = lua_absindex(L, idx);
     const void *me = lua_topointer(L, idx);
@@ -171,8 +207,11 @@ int vmdr_codec_enter(lua_State *L, int idx, vmdr_codec_scratch *s, size_t *out_b
         kind = VMDR_CODEC_ARRAY;
     } else if (count == 0 || nstr == count) {
         kind = VMDR_CODEC_OBJECT;
-        if (count > 1) /* s->keys is still NULL before the first key: no NULL + 0 */
+        if (count > 1) { /* s->keys is still NULL before the first key: no NULL + 0 */
             qsort(s->keys + base, count, sizeof *s->keys, key_cmp);
+            if (s->key_cmp)
+                stable_sort(s->keys + base, count, s->key_cmp);
+        }
     } else {
         s->nkeys = base;
         if (nstr > 0)
@@ -213,8 +252,7 @@ static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
             return 0;
         return 3;
     } else if (c >= 0xF0 && c <= 0xF4) {
-        if (avail < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 ||
-            (p[3] & 0xC0) != 0x80)
+        if (avail < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
             return 0;
         if (c == 0xF0 && p[1] < 0x90) /* overlong */
             return 0;
@@ -274,7 +312,8 @@ typedef struct jdec {
     lua_State *L;
     const char *start, *p, *end;
     int depth;
-    int mt; /* stack index of the array metatable */
+    int mt;                      /* stack index of the array metatable */
+    vmdr_codec_scratch *scratch; /* unescaped strings */
     vmdr_err *err;
 } jdec;
 
@@ -360,41 +399,72 @@ static size_t utf8_encode(char *buf, unsigned cp)
     return 4;
 }
 
-/* The slow path of a string: escapes or non-ASCII bytes. q is where the fast
- * scan stopped. Kept out of line so the recursive frames do not carry a luaL_Buffer. */
-static __attribute__((noinline)) int dec_string_slow(jdec *d, const char *q)
+/* Appends n bytes to the decoder's scratch buffer. */
+static int scratch_add(jdec *d, const char *p, size_t n)
 {
-    lua_State *L = d->L;
+    if (n == 0) /* the buffer may still be NULL: no memcpy(NULL, ..., 0) */
+        return 0;
+    if (vmdr_codec_reserve(d->scratch, n, d->err) < 0)
+        return -1;
+    memcpy(d->scratch->out + d->scratch->len, p, n);
+    d->scratch->len += n;
+    return 0;
+}
+
+/* The slow path of a string: escapes or non-ASCII bytes. q is where the fast
+ * scan stopped. The unescaped bytes go to a malloc'ed scratch buffer owned by a
+ * userdata (not a luaL_Buffer: its box is a to-be-closed slot, and an error return
+ * from deep in the parse would have to unwind it in order). */
+static int dec_string_slow(jdec *d, const char *q)
+{
     const char *end = d->end;
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addlstring(&b, d->p, (size_t)(q - d->p));
+    d->scratch->len = 0;
+    if (scratch_add(d, d->p, (size_t)(q - d->p)) < 0)
+        return -1;
     const char *run = q; /* start of bytes not yet added */
     for (;;) {
         if (q >= end)
             return dec_fail(d, q, "unterminated string");
         unsigned char c = (unsigned char)*q;
         if (c == '"') {
-            luaL_addlstring(&b, run, (size_t)(q - run));
+            if (scratch_add(d, run, (size_t)(q - run)) < 0)
+                return -1;
             break;
         } else if (c == '\\') {
-            luaL_addlstring(&b, run, (size_t)(q - run));
+            if (scratch_add(d, run, (size_t)(q - run)) < 0)
+                return -1;
             if (q + 1 >= end)
                 return dec_fail(d, q, "unterminated string");
-            char e = q[1];
+            char e = q[1], u[4];
+            size_t ul = 1;
             q += 2;
             switch (e) {
-            case '"': luaL_addchar(&b, '"'); break;
-            case '\\': luaL_addchar(&b, '\\'); break;
-            case '/': luaL_addchar(&b, '/'); break;
-            case 'b': luaL_addchar(&b, '\b'); break;
-            case 'f': luaL_addchar(&b, '\f'); break;
-            case 'n': luaL_addchar(&b, '\n'); break;
-            case 'r': luaL_addchar(&b, '\r'); break;
-            case 't': luaL_addchar(&b, '\t'); break;
+            case '"':
+                u[0] = '"';
+                break;
+            case '\\':
+                u[0] = '\\';
+                break;
+            case '/':
+                u[0] = '/';
+                break;
+            case 'b':
+                u[0] = '\b';
+                break;
+            case 'f':
+                u[0] = '\f';
+                break;
+            case 'n':
+                u[0] = '\n';
+                break;
+            case 'r':
+                u[0] = '\r';
+                break;
+            case 't':
+                u[0] = '\t';
+                break;
             case 'u': {
                 unsigned cp, lo;
-                char u[4];
                 if (end - q < 4 || hex4(q, &cp) < 0)
                     return dec_fail(d, q - 2, "invalid \\u escape");
                 q += 4;
@@ -407,12 +477,14 @@ static __attribute__((noinline)) int dec_string_slow(jdec *d, const char *q)
                 } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
                     return dec_fail(d, q - 6, "a \\u escape is a lone UTF-16 surrogate");
                 }
-                luaL_addlstring(&b, u, utf8_encode(u, cp));
+                ul = utf8_encode(u, cp);
                 break;
             }
             default:
                 return dec_fail(d, q - 2, "invalid escape '\\%c'", e >= 0x20 ? e : '?');
             }
+            if (scratch_add(d, u, ul) < 0)
+                return -1;
             run = q;
         } else if (c < 0x20) {
             return dec_fail(d, q, "a control character (0x%02X) in a string", c);
@@ -425,7 +497,7 @@ static __attribute__((noinline)) int dec_string_slow(jdec *d, const char *q)
             q++;
         }
     }
-    luaL_pushresult(&b);
+    lua_pushlstring(d->L, d->scratch->len ? d->scratch->out : "", d->scratch->len);
     d->p = q + 1;
     return 0;
 }
@@ -642,8 +714,16 @@ static int dec_value(jdec *d)
         vmdr_push_null(d->L);
         return 0;
     case '-':
-    case '0': case '1': case '2': case '3': case '4':
-    case '5': case '6': case '7': case '8': case '9':
+    case '0':
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+    case '7':
+    case '8':
+    case '9':
         return dec_number(d);
     default:
         return dec_unexpected(d, "a JSON value");
@@ -655,7 +735,8 @@ int vmdr_json_decode_push(lua_State *L, const char *s, size_t n, vmdr_err *err)
     int top = lua_gettop(L);
     jdec d;
     luaL_checkstack(L, 8, "decoding JSON");
-    vmdr_push_array_mt(L); /* stack: mt */
+    d.scratch = vmdr_codec_scratch_push(L); /* stack: scratch */
+    vmdr_push_array_mt(L);                  /* stack: scratch mt */
     d.L = L;
     d.start = d.p = s;
     d.end = s + n;
@@ -667,16 +748,20 @@ int vmdr_json_decode_push(lua_State *L, const char *s, size_t n, vmdr_err *err)
         d.p += 3;
     skip_ws(&d);
     if (dec_value(&d) < 0) {
+        vmdr_codec_scratch_free(d.scratch);
         lua_settop(L, top);
         return -1;
     }
     skip_ws(&d);
     if (d.p != d.end) {
         dec_unexpected(&d, "the end of input after the JSON value");
+        vmdr_codec_scratch_free(d.scratch);
         lua_settop(L, top);
         return -1;
     }
-    lua_remove(L, d.mt); /* stack: value */
+    vmdr_codec_scratch_free(d.scratch);
+    lua_replace(L, top + 1); /* stack: value mt */
+    lua_settop(L, top + 1);  /* stack: value */
     return 0;
 }
 
@@ -703,8 +788,7 @@ static int enc_string(vmdr_codec_scratch *s, const char *str, size_t n, vmdr_err
 {
     size_t bad = vmdr_utf8_check(str, n);
     if (bad != n)
-        return vmdr_err_set(err, "invalid", 0, "a string is not valid UTF-8 (byte %zu)",
-                            bad + 1);
+        return vmdr_err_set(err, "invalid", 0, "a string is not valid UTF-8 (byte %zu)", bad + 1);
     static const char hex[] = "0123456789abcdef";
     if (vmdr_codec_reserve(s, n + 2, err) < 0)
         return -1;
@@ -721,13 +805,27 @@ static int enc_string(vmdr_codec_scratch *s, const char *str, size_t n, vmdr_err
         char e[6] = {'\\', 0};
         size_t el = 2;
         switch (*p) {
-        case '"': e[1] = '"'; break;
-        case '\\': e[1] = '\\'; break;
-        case '\n': e[1] = 'n'; break;
-        case '\r': e[1] = 'r'; break;
-        case '\t': e[1] = 't'; break;
-        case '\b': e[1] = 'b'; break;
-        case '\f': e[1] = 'f'; break;
+        case '"':
+            e[1] = '"';
+            break;
+        case '\\':
+            e[1] = '\\';
+            break;
+        case '\n':
+            e[1] = 'n';
+            break;
+        case '\r':
+            e[1] = 'r';
+            break;
+        case '\t':
+            e[1] = 't';
+            break;
+        case '\b':
+            e[1] = 'b';
+            break;
+        case '\f':
+            e[1] = 'f';
+            break;
         default:
             e[1] = 'u';
             e[2] = '0';

@@ -20,11 +20,10 @@
  * so a billion-laughs document is an error, not an OOM.
  *
  * Encoding: block style as kubectl prints (sequences not indented under their
- * key, empty ones as [] and {}), keys sorted bytewise, no line folding, multi-line
- * strings as literal blocks. A string that a YAML 1.1 or 1.2 reader (PyYAML,
- * Psych, go-yaml, libyaml-based readers) could take for a null, bool, number,
- * timestamp or merge key is double-quoted; libyaml picks quotes for any other
- * string that cannot be plain. */
+ * key, empty ones as [] and {}), keys in kubectl's order (yaml/keysort.c), no line folding,
+ * multi-line strings as literal blocks. A string that a YAML 1.1 or 1.2 reader (PyYAML, Psych,
+ * go-yaml, libyaml-based readers) could take for a null, bool, number, timestamp or merge key is
+ * double-quoted; libyaml picks quotes for any other string that cannot be plain. */
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -97,10 +96,10 @@ static int dec_parser_fail(ydec *d)
         }
         if (p->problem_value != -1)
             return vmdr_err_set(d->err, "invalid", 0,
-                                "invalid YAML at line %lu column %lu: %s (byte 0x%02X)", line,
-                                col, problem, (unsigned)p->problem_value & 0xFF);
-        return vmdr_err_set(d->err, "invalid", 0, "invalid YAML at line %lu column %lu: %s",
-                            line, col, problem);
+                                "invalid YAML at line %lu column %lu: %s (byte 0x%02X)", line, col,
+                                problem, (unsigned)p->problem_value & 0xFF);
+        return vmdr_err_set(d->err, "invalid", 0, "invalid YAML at line %lu column %lu: %s", line,
+                            col, problem);
     }
     if (p->error == YAML_MEMORY_ERROR)
         return vmdr_err_set(d->err, "invalid", ENOMEM, "out of memory parsing YAML");
@@ -147,10 +146,12 @@ static int dec_scalar(ydec *d)
                             is_tag(tag, "tag:yaml.org,2002:binary"));
     if (typed) {
         vmdr_yaml_resolve(&r, s, n);
-        int ok = (is_tag(tag, YAML_NULL_TAG) && r.kind == VMDR_YAML_NULL) ||
-                 (is_tag(tag, YAML_BOOL_TAG) && (r.kind == VMDR_YAML_TRUE || r.kind == VMDR_YAML_FALSE)) ||
-                 (is_tag(tag, YAML_INT_TAG) && r.kind == VMDR_YAML_INT) ||
-                 (is_tag(tag, YAML_FLOAT_TAG) && (r.kind == VMDR_YAML_FLOAT || r.kind == VMDR_YAML_INT));
+        int ok =
+            (is_tag(tag, YAML_NULL_TAG) && r.kind == VMDR_YAML_NULL) ||
+            (is_tag(tag, YAML_BOOL_TAG) &&
+             (r.kind == VMDR_YAML_TRUE || r.kind == VMDR_YAML_FALSE)) ||
+            (is_tag(tag, YAML_INT_TAG) && r.kind == VMDR_YAML_INT) ||
+            (is_tag(tag, YAML_FLOAT_TAG) && (r.kind == VMDR_YAML_FLOAT || r.kind == VMDR_YAML_INT));
         if (!ok) {
             char what[96];
             snprintf(what, sizeof what, "the value does not fit its tag %s", (const char *)tag);
@@ -166,12 +167,24 @@ static int dec_scalar(ydec *d)
         r.kind = VMDR_YAML_STR;
     }
     switch (r.kind) {
-    case VMDR_YAML_NULL: vmdr_push_null(L); break;
-    case VMDR_YAML_TRUE: lua_pushboolean(L, 1); break;
-    case VMDR_YAML_FALSE: lua_pushboolean(L, 0); break;
-    case VMDR_YAML_INT: lua_pushinteger(L, (lua_Integer)r.i); break;
-    case VMDR_YAML_FLOAT: lua_pushnumber(L, r.f); break;
-    default: lua_pushlstring(L, s, n); break;
+    case VMDR_YAML_NULL:
+        vmdr_push_null(L);
+        break;
+    case VMDR_YAML_TRUE:
+        lua_pushboolean(L, 1);
+        break;
+    case VMDR_YAML_FALSE:
+        lua_pushboolean(L, 0);
+        break;
+    case VMDR_YAML_INT:
+        lua_pushinteger(L, (lua_Integer)r.i);
+        break;
+    case VMDR_YAML_FLOAT:
+        lua_pushnumber(L, r.f);
+        break;
+    default:
+        lua_pushlstring(L, s, n);
+        break;
     }
     return 0;
 }
@@ -568,6 +581,12 @@ static int emit_string(yenc *e, const char *s, size_t n)
 
 static int enc_node(yenc *e, int idx);
 
+static int kubectl_key_cmp(const void *a, const void *b)
+{
+    const vmdr_codec_key *x = a, *y = b;
+    return vmdr_yaml_key_cmp(x->s, x->n, y->s, y->n);
+}
+
 static int enc_table(yenc *e, int idx)
 {
     lua_State *L = e->L;
@@ -655,8 +674,7 @@ static int enc_node(yenc *e, int idx)
     case LUA_TLIGHTUSERDATA:
         if (lua_touserdata(L, idx) == NULL)
             return emit_scalar(e, "null", 4, YAML_PLAIN_SCALAR_STYLE);
-        return vmdr_err_set(e->err, "invalid", 0,
-                            "cannot encode a light userdata other than null");
+        return vmdr_err_set(e->err, "invalid", 0, "cannot encode a light userdata other than null");
     case LUA_TTABLE:
         return enc_table(e, idx);
     default:
@@ -672,7 +690,8 @@ static int yaml_encode_push(lua_State *L, int idx, int all, vmdr_err *err)
     int top = lua_gettop(L);
     luaL_checkstack(L, 8, "encoding YAML");
     vmdr_codec_scratch *s = vmdr_codec_scratch_push(L); /* stack: scratch */
-    ebox *b = lua_newuserdatauv(L, sizeof *b, 0);     /* stack: scratch ebox */
+    s->key_cmp = kubectl_key_cmp;
+    ebox *b = lua_newuserdatauv(L, sizeof *b, 0); /* stack: scratch ebox */
     b->live = 0;
     if (luaL_newmetatable(L, EMITTER_META)) {
         lua_pushcfunction(L, ebox_gc);
@@ -773,8 +792,8 @@ typedef struct crule {
     const char *prefix[CLEAN_MAX_PREFIXES];
     size_t prefixlen[CLEAN_MAX_PREFIXES];
     int nprefix;
-    int names;  /* stack index of a set {name = true}, or 0 */
-    int value;  /* stack index of the value to set, or 0 */
+    int names; /* stack index of a set {name = true}, or 0 */
+    int value; /* stack index of the value to set, or 0 */
     int if_present, prune_empty;
 } crule;
 
@@ -1021,8 +1040,7 @@ static int clean_when(lua_State *L, int obj, int w, int index)
             rule_error(L, index, "'when' keys must be path strings", NULL);
         int wt = lua_type(L, -1);
         if (wt == LUA_TTABLE || wt == LUA_TFUNCTION || wt == LUA_TTHREAD || wt == LUA_TUSERDATA)
-            rule_error(L, index, "'when' values must be strings, numbers, booleans or null",
-                       NULL);
+            rule_error(L, index, "'when' values must be strings, numbers, booleans or null", NULL);
         size_t n;
         const char *ps = lua_tolstring(L, -2, &n);
         vmdr_yaml_path p;
@@ -1042,8 +1060,9 @@ static int clean_when(lua_State *L, int obj, int w, int index)
     return ok;
 }
 
-static const char *const RULE_FIELDS[] = {"remove", "remove_keys", "set", "value", "prefix",
-                                          "names", "when", "if_present", "prune_empty", NULL};
+static const char *const RULE_FIELDS[] = {"remove",      "remove_keys", "set",  "value",
+                                          "prefix",      "names",       "when", "if_present",
+                                          "prune_empty", NULL};
 
 /* Reads rule number index (the table at ri) into r; raises "rule N: ..." on misuse.
  * Pushes helper values (names set) that must stay until the rule is applied. */
@@ -1240,12 +1259,8 @@ static int yaml_encode_all(lua_State *L)
 }
 
 static const luaL_Reg yaml_funcs[] = {
-    {"decode", yaml_decode},
-    {"decode_all", yaml_decode_all},
-    {"encode", yaml_encode},
-    {"encode_all", yaml_encode_all},
-    {"clean", yaml_clean},
-    {NULL, NULL},
+    {"decode", yaml_decode},         {"decode_all", yaml_decode_all}, {"encode", yaml_encode},
+    {"encode_all", yaml_encode_all}, {"clean", yaml_clean},           {NULL, NULL},
 };
 
 int luaopen_vmdr_yaml(lua_State *L)

@@ -31,6 +31,7 @@ cJSON *sim__faults_json(sim_server *srv)
     sim_j_set_str(g, "path_prefix", f->garble_prefix);
     sim_j_set(j, "garble", g);
     sim_j_set(j, "bookmark_interval", cJSON_CreateNumber(f->bookmark_interval));
+    sim_j_set(j, "gzip", cJSON_CreateBool(f->gzip));
     return j;
 }
 
@@ -65,8 +66,8 @@ int sim_faults_apply(sim_server *srv, const char *json, vmdr_err *err)
         return vmdr_err_set(err, "invalid", 400, "faults: the body must be a JSON object");
     }
     static const char *const known[] = {
-        "fail",    "drop_watch_after", "delay_ms",          "reject_auth", "compact",
-        "restart", "garble",           "bookmark_interval", "clear",       NULL};
+        "fail",   "drop_watch_after",  "delay_ms", "reject_auth", "compact", "restart",
+        "garble", "bookmark_interval", "clear",    "gzip",        NULL};
     const cJSON *it;
     cJSON_ArrayForEach(it, j)
     {
@@ -86,9 +87,12 @@ int sim_faults_apply(sim_server *srv, const char *json, vmdr_err *err)
     double d;
     int rc = 0;
     if (cJSON_IsTrue(cJSON_GetObjectItem(j, "clear"))) {
+        /* settings survive a clear; faults do not */
         double bi = f.bookmark_interval;
+        int gz = f.gzip;
         memset(&f, 0, sizeof f);
         f.bookmark_interval = bi;
+        f.gzip = gz;
     }
     const cJSON *fail = cJSON_GetObjectItem(j, "fail");
     if (fail) {
@@ -127,6 +131,14 @@ int sim_faults_apply(sim_server *srv, const char *json, vmdr_err *err)
         goto done;
     if (rc == 0)
         f.bookmark_interval = d;
+    const cJSON *gz = cJSON_GetObjectItem(j, "gzip");
+    if (gz) {
+        if (!cJSON_IsBool(gz)) {
+            rc = vmdr_err_set(err, "invalid", 400, "faults: gzip must be a boolean");
+            goto done;
+        }
+        f.gzip = cJSON_IsTrue(gz);
+    }
     const cJSON *ra = cJSON_GetObjectItem(j, "reject_auth");
     if (ra) {
         if (!cJSON_IsBool(ra)) {

@@ -14,6 +14,7 @@
 
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
+#include <zlib.h>
 
 #include "http_int.h"
 
@@ -44,14 +45,49 @@ enum MHD_Result sim__reply_raw(ctx *x, int status, const char *ctype, char *body
             ctype = "text/plain; charset=utf-8";
         }
     }
+    int gz = 0;
+    if (x->gzip && len >= SIM_GZIP_MIN) {
+        size_t zl;
+        char *z = sim__gzip(body, len, &zl);
+        if (z) {
+            free(body);
+            body = z;
+            len = zl;
+            gz = 1;
+        }
+    }
     struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, "Content-Type", ctype);
+    if (gz)
+        MHD_add_response_header(r, "Content-Encoding", "gzip");
     MHD_add_response_header(r, "Cache-Control", "no-cache, private");
     if (retry_after)
         MHD_add_response_header(r, "Retry-After", retry_after);
     enum MHD_Result rc = MHD_queue_response(x->c, (unsigned)status, r);
     MHD_destroy_response(r);
     return rc;
+}
+
+char *sim__gzip(const char *in, size_t n, size_t *out_len)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return NULL;
+    size_t cap = deflateBound(&z, (uLong)n);
+    char *out = sim_xmalloc(cap);
+    z.next_in = (Bytef *)in;
+    z.avail_in = (uInt)n;
+    z.next_out = (Bytef *)out;
+    z.avail_out = (uInt)cap;
+    int rc = deflate(&z, Z_FINISH);
+    *out_len = cap - z.avail_out;
+    deflateEnd(&z);
+    if (rc != Z_STREAM_END) {
+        free(out);
+        return NULL;
+    }
+    return out;
 }
 
 enum MHD_Result sim__reply_json(ctx *x, int status, char *body, size_t len)
@@ -327,6 +363,12 @@ int sim__authenticated(ctx *x)
 
 static void accept_flags(ctx *x)
 {
+    const char *inc = sim__arg(x, "includeObject");
+    x->include = !inc || !strcmp(inc, "Metadata") ? 1 : !strcmp(inc, "Object") ? 2 : 0;
+    const char *ae = MHD_lookup_connection_value(x->c, MHD_HEADER_KIND, "Accept-Encoding");
+    pthread_mutex_lock(&x->srv->fmu);
+    x->gzip = x->srv->faults.gzip && ae && strstr(ae, "gzip");
+    pthread_mutex_unlock(&x->srv->fmu);
     const char *a = MHD_lookup_connection_value(x->c, MHD_HEADER_KIND, "Accept");
     if (!a)
         return;
@@ -347,8 +389,6 @@ static void accept_flags(ctx *x)
             break;
     }
     free(copy);
-    const char *inc = sim__arg(x, "includeObject");
-    x->include = !inc || !strcmp(inc, "Metadata") ? 1 : !strcmp(inc, "Object") ? 2 : 0;
 }
 
 static enum MHD_Result handle(ctx *x)

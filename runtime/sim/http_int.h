@@ -19,6 +19,7 @@ typedef struct ctx {
     int aggregated; /* the client accepts aggregated discovery v2 */
     int include;    /* Table rows: 0 none, 1 metadata, 2 object */
     int garble;     /* malformed-reply fault applies to this response */
+    int gzip;       /* the client accepts gzip and --gzip is on */
     char garble_mode[16];
 } ctx;
 
@@ -43,6 +44,10 @@ const char *sim__arg(ctx *x, const char *k);
 int sim__arg_true(ctx *x, const char *k);
 int sim__authenticated(ctx *x);
 int sim__is_method(ctx *x, const char *m);
+
+/* Compresses in[0..n) as a gzip member (level 1, as kube-apiserver); NULL on failure. */
+char *sim__gzip(const char *in, size_t n, size_t *out_len);
+#define SIM_GZIP_MIN (128 * 1024) /* kube-apiserver compresses responses from this size */
 
 /* discovery.c: /version, /api, /apis, group-versions, aggregated discovery, /openapi/v3 */
 enum MHD_Result sim__discovery(ctx *x, char **seg, int nseg, int *handled);

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include <microhttpd.h>
+#include <zlib.h>
 
 #include "http_int.h"
 
@@ -96,6 +97,8 @@ typedef struct listbody {
     sim_text **refs;
     size_t nrefs;
     sim_buf head, tail;
+    int gz, gz_done; /* gzip the stream (chunked: the size is not known ahead) */
+    z_stream z;
 } listbody;
 
 static void lb_add(listbody *lb, const char *p, size_t n)
@@ -132,7 +135,37 @@ static void lb_free(void *cls)
     free(lb->v);
     sim_buf_free(&lb->head);
     sim_buf_free(&lb->tail);
+    if (lb->gz)
+        deflateEnd(&lb->z);
     free(lb);
+}
+
+/* The gzip variant: deflate the segments straight into MHD's buffer. */
+static ssize_t lb_read_gz(listbody *lb, char *buf, size_t max)
+{
+    z_stream *z = &lb->z;
+    z->next_out = (Bytef *)buf;
+    z->avail_out = (uInt)max;
+    while (z->avail_out > 0 && !lb->gz_done) {
+        if (z->avail_in == 0 && lb->i < lb->n) {
+            z->next_in = (Bytef *)lb->v[lb->i].p;
+            z->avail_in = (uInt)lb->v[lb->i].n;
+            lb->i++;
+            continue;
+        }
+        int finish = lb->i == lb->n && z->avail_in == 0;
+        int rc = deflate(z, finish ? Z_FINISH : Z_NO_FLUSH);
+        if (rc == Z_STREAM_END)
+            lb->gz_done = 1;
+        else if (rc != Z_OK && rc != Z_BUF_ERROR)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        else if (rc == Z_BUF_ERROR && finish)
+            break;
+    }
+    size_t w = max - z->avail_out;
+    if (w == 0)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    return (ssize_t)w;
 }
 
 static ssize_t lb_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -140,6 +173,8 @@ static ssize_t lb_read(void *cls, uint64_t pos, char *buf, size_t max)
     listbody *lb = cls;
     size_t w = 0;
     (void)pos;
+    if (lb->gz)
+        return lb_read_gz(lb, buf, max);
     while (w < max && lb->i < lb->n) {
         lseg *sg = &lb->v[lb->i];
         size_t k = sg->n - lb->off < max - w ? sg->n - lb->off : max - w;
@@ -293,9 +328,19 @@ enum MHD_Result sim__do_list(ctx *x, int res, const char *ns)
         char *body = sim_buf_take(&b, &len);
         return sim__reply_json(x, 200, body, len);
     }
-    struct MHD_Response *r =
-        MHD_create_response_from_callback(total, 256 * 1024, lb_read, lb, lb_free);
+    if (x->gzip && total >= SIM_GZIP_MIN) {
+        lb->gz = 1;
+        if (deflateInit2(&lb->z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+            lb->gz = 0;
+            lb_free(lb);
+            return sim__reply_status(x, 500, "InternalError", NULL, -1, "deflateInit2 failed");
+        }
+    }
+    struct MHD_Response *r = MHD_create_response_from_callback(lb->gz ? MHD_SIZE_UNKNOWN : total,
+                                                               256 * 1024, lb_read, lb, lb_free);
     MHD_add_response_header(r, "Content-Type", "application/json");
+    if (lb->gz)
+        MHD_add_response_header(r, "Content-Encoding", "gzip");
     MHD_add_response_header(r, "Cache-Control", "no-cache, private");
     enum MHD_Result rc = MHD_queue_response(x->c, 200, r);
     MHD_destroy_response(r);

@@ -25,18 +25,18 @@ static void on_signal(int sig)
 
 static void usage(FILE *f)
 {
-    fputs(
-        "usage: vmdr-sim [--fixtures DIR]... [--listen HOST:PORT] [--tls] [--cert FILE --key "
-        "FILE]\n"
-        "                [--token T | --token-file FILE] [--client-ca FILE]\n"
-        "                [--kubeconfig-out FILE] [--kubeconfig-client-cert FILE\n"
-        "                 --kubeconfig-client-key FILE] [--state FILE] [--generate N]\n"
-        "                [--faults JSON|@FILE] [--history N] [--bookmark-interval SEC] [--quiet]\n"
-        "Serves VirtualMachines, PVCs, PVs, namespaces and leases over the Kubernetes REST API.\n"
-        "PORT 0 picks a free port; the URL is printed on stdout as 'vmdr-sim listening on URL'.\n"
-        "Admin (same listener and auth): GET /_sim/state, GET|POST /_sim/faults "
-        "(docs/vmdr-sim.md).\n",
-        f);
+    fputs("usage: vmdr-sim [--fixtures DIR]... [--listen HOST:PORT] [--tls] [--cert FILE --key "
+          "FILE]\n"
+          "                [--token T | --token-file FILE] [--client-ca FILE]\n"
+          "                [--kubeconfig-out FILE] [--kubeconfig-client-cert FILE\n"
+          "                 --kubeconfig-client-key FILE] [--state FILE] [--generate N]\n"
+          "                [--faults JSON|@FILE] [--history N] [--bookmark-interval SEC] [--gzip]\n"
+          "                [--quiet]\n"
+          "Serves VirtualMachines, PVCs, PVs, namespaces and leases over the Kubernetes REST API.\n"
+          "PORT 0 picks a free port; the URL is printed on stdout as 'vmdr-sim listening on URL'.\n"
+          "Admin (same listener and auth): GET /_sim/state, GET|POST /_sim/faults "
+          "(docs/vmdr-sim.md).\n",
+          f);
 }
 
 static int read_text(const char *path, char **out, const char *what)
@@ -201,7 +201,7 @@ int main(int argc, char **argv)
     const char *faults = NULL, *kc_cert = NULL, *kc_key = NULL;
     long generate = 0, history = 10000;
     double bookmark_interval = 5;
-    int tls = 0, quiet = 0;
+    int tls = 0, quiet = 0, gzip = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
 #define NEXT()                                                                                     \
@@ -255,6 +255,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "vmdr-sim: --bookmark-interval wants seconds >= 0.05\n");
                 return 2;
             }
+        } else if (!strcmp(a, "--gzip")) {
+            gzip = 1;
         } else if (!strcmp(a, "--faults")) {
             faults = NEXT();
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
@@ -307,6 +309,7 @@ int main(int argc, char **argv)
     srv.quiet = quiet;
     srv.started = sim_mono();
     srv.faults.bookmark_interval = bookmark_interval;
+    srv.faults.gzip = gzip;
     pthread_mutex_init(&srv.fmu, NULL);
     if (client_ca) {
         if (read_text(client_ca, &srv.ca_pem, "client CA"))
@@ -437,22 +440,18 @@ int main(int argc, char **argv)
             /* Saved at most every 50 ms: a burst of writes is one file write. */
             pthread_mutex_lock(&srv.store.mu);
             uint64_t ch = srv.store.changes;
-            if (ch != saved) {
-                if (sim_store_save(&srv.store, state, &e))
-                    fprintf(stderr, "vmdr-sim: %s\n", e.message);
-                saved = ch;
-            }
             pthread_mutex_unlock(&srv.store.mu);
+            if (ch != saved && sim_store_save(&srv.store, state, &saved, &e))
+                fprintf(stderr, "vmdr-sim: %s\n", e.message);
         }
     }
     pthread_mutex_lock(&srv.store.mu);
     srv.store.closing = 1;
     pthread_cond_broadcast(&srv.store.cv);
-    if (state && (srv.store.changes != saved || !from_state)) {
-        if (sim_store_save(&srv.store, state, &e))
-            fprintf(stderr, "vmdr-sim: %s\n", e.message);
-    }
+    int final_save = state && (srv.store.changes != saved || !from_state);
     pthread_mutex_unlock(&srv.store.mu);
+    if (final_save && sim_store_save(&srv.store, state, NULL, &e))
+        fprintf(stderr, "vmdr-sim: %s\n", e.message);
     MHD_stop_daemon(d);
     sim_store_free(&srv.store);
     free(ca_pem);

@@ -110,6 +110,9 @@ void sim_fieldsel_free(sim_fieldsel *fs);
 /* ---- patch.c ------------------------------------------------------------------------- */
 /* Applies an RFC 7386 merge patch to target (modified in place; may be replaced). */
 cJSON *sim_merge_patch(cJSON *target, const cJSON *patch);
+/* A strategic merge patch for the core types (directives honoured, finalizers merged as a
+ * set, other lists replaced); NULL when it deletes the whole target. */
+cJSON *sim_strategic_patch(cJSON *target, const cJSON *patch);
 /* Applies an RFC 6902 patch; returns 0 or -1 with err (code "invalid" or "conflict"
  * for a failed test operation). target may be replaced through *doc. */
 int sim_json_patch(cJSON **doc, const cJSON *ops, vmdr_err *err);
@@ -190,7 +193,8 @@ cJSON *sim_normalise(int res, cJSON *obj);
 /* Fills metadata the API server sets on create (uid, creationTimestamp, generation). */
 void sim_store_stamp_new(int res, cJSON *obj);
 
-int sim_store_save(sim_store *st, const char *path, vmdr_err *err);
+/* Saves atomically; takes the lock itself. *changes gets the change counter saved. */
+int sim_store_save(sim_store *st, const char *path, uint64_t *changes, vmdr_err *err);
 int sim_store_load_state(sim_store *st, const char *path, vmdr_err *err);
 
 /* ---- load.c -------------------------------------------------------------------------- */
@@ -219,6 +223,7 @@ typedef struct sim_faults {
     char garble[16];  /* "truncate" | "html" | "content-type" */
     char garble_prefix[256];
     double bookmark_interval;
+    int gzip; /* gzip responses over 128 KiB to clients that accept it */
 } sim_faults;
 
 typedef struct sim_server {

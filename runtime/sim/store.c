@@ -425,10 +425,15 @@ void sim_store_ensure_ns(sim_store *st, const char *ns)
     sim_store_put(st, SIM_RES_NAMESPACES, o, 1);
 }
 
-/* State file: {"resourceVersion": N, "objects": [...]} — the objects as served. */
-int sim_store_save(sim_store *st, const char *path, vmdr_err *err)
+/* State file: {"resourceVersion": N, "objects": [...]} — the objects as served. Serialised
+ * under the lock, written (and fsynced) after it is released so requests do not wait on the
+ * disk. */
+int sim_store_save(sim_store *st, const char *path, uint64_t *changes, vmdr_err *err)
 {
     sim_buf b = {0};
+    pthread_mutex_lock(&st->mu);
+    if (changes)
+        *changes = st->changes;
     sim_buf_printf(&b, "{\"resourceVersion\":%llu,\"objects\":[", (unsigned long long)st->rv);
     int first = 1;
     for (int r = 0; r < SIM_NRES; r++) {
@@ -440,6 +445,7 @@ int sim_store_save(sim_store *st, const char *path, vmdr_err *err)
         }
     }
     sim_buf_adds(&b, "]}\n");
+    pthread_mutex_unlock(&st->mu);
     int rc = sim_write_file_atomic(path, b.p, b.n, 0600);
     sim_buf_free(&b);
     if (rc)

@@ -256,6 +256,8 @@ enum MHD_Result sim__do_watch(ctx *x, int res, const char *ns)
     const char *ts = sim__arg(x, "timeoutSeconds");
     if (ts && *ts)
         timeout = strtod(ts, NULL);
+    if (!(timeout > 0))
+        timeout = 1800; /* 0 or junk: the server default, as kube-apiserver */
     w->deadline = sim_mono() + timeout;
     pthread_mutex_lock(&x->srv->fmu);
     w->drop_after = x->srv->faults.drop_watch_after;
@@ -276,9 +278,14 @@ enum MHD_Result sim__do_watch(ctx *x, int res, const char *ns)
                 !sim_selector_matches(w->ls, sim_j_path(o->json, "metadata.labels")))
                 continue;
             emit(w, "ADDED", o->text, o->len);
+            /* the drop fault counts synthetic events too */
+            if (w->drop_after && ++w->sent >= w->drop_after) {
+                w->state = 2;
+                break;
+            }
         }
         w->last_rv = st->rv;
-        if (initial && w->bookmarks)
+        if (initial && w->bookmarks && !w->state)
             emit_bookmark(w, st->rv, 1);
     } else {
         w->last_rv = rv;

@@ -517,14 +517,14 @@ enum MHD_Result sim__do_update(ctx *x, int res, const char *ns, const char *name
 enum MHD_Result sim__do_patch(ctx *x, int res, const char *ns, const char *name, const char *sub)
 {
     const char *ct = MHD_lookup_connection_value(x->c, MHD_HEADER_KIND, "Content-Type");
-    int kind = -1; /* 0 merge, 1 json patch */
+    int kind = -1; /* 0 merge, 1 json patch, 2 strategic merge */
     if (ct && !strncmp(ct, "application/merge-patch+json", 28))
         kind = 0;
     else if (ct && !strncmp(ct, "application/json-patch+json", 27))
         kind = 1;
     else if (ct && !strncmp(ct, "application/strategic-merge-patch+json", 38) &&
              !sim_resources[res].custom)
-        kind = 0; /* core types: strategic merge, served as a merge patch (documented) */
+        kind = 2; /* core types: a reduced strategic merge (documented) */
     if (kind < 0)
         return sim__reply_status(
             x, 415, "UnsupportedMediaType", NULL, -1,
@@ -533,7 +533,7 @@ enum MHD_Result sim__do_patch(ctx *x, int res, const char *ns, const char *name,
             "application/merge-patch+json%s",
             sim_resources[res].custom ? "" : ", application/strategic-merge-patch+json");
     cJSON *patch = x->body_len ? cJSON_ParseWithLength(x->body, x->body_len) : NULL;
-    if (!patch || (kind == 0 && !cJSON_IsObject(patch)) || (kind == 1 && !cJSON_IsArray(patch))) {
+    if (!patch || (kind != 1 && !cJSON_IsObject(patch)) || (kind == 1 && !cJSON_IsArray(patch))) {
         cJSON_Delete(patch);
         return sim__reply_status(x, 400, "BadRequest", NULL, -1,
                                  "error decoding patch: invalid JSON in the request body");
@@ -549,6 +549,10 @@ enum MHD_Result sim__do_patch(ctx *x, int res, const char *ns, const char *name,
     cJSON *obj = cJSON_Duplicate(cur->json, 1);
     if (kind == 0) {
         obj = sim_merge_patch(obj, patch);
+    } else if (kind == 2) {
+        obj = sim_strategic_patch(obj, patch);
+        if (!obj)
+            obj = cJSON_CreateObject(); /* "$patch": "delete" of the root: fails validation */
     } else {
         vmdr_err e = {0};
         if (sim_json_patch(&obj, patch, &e)) {

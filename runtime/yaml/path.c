@@ -12,8 +12,8 @@
 
 static int fail(vmdr_err *err, const char *s, size_t n, size_t at, const char *what)
 {
-    return vmdr_err_set(err, "invalid", 0, "path '%.*s' at column %zu: %s", (int)(n > 200 ? 200 : n),
-                        s, at + 1, what);
+    return vmdr_err_set(err, "invalid", 0, "path '%.*s' at column %zu: %s",
+                        (int)(n > 200 ? 200 : n), s, at + 1, what);
 }
 
 int vmdr_yaml_path_parse(vmdr_yaml_path *out, const char *s, size_t n, vmdr_err *err)

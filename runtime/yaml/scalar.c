@@ -6,7 +6,6 @@
 
 #include "yaml.h"
 
-
 static int word_in(const char *s, size_t n, const char *const *words)
 {
     for (; *words; words++)
@@ -16,10 +15,10 @@ static int word_in(const char *s, size_t n, const char *const *words)
 }
 
 static const char *const NULL_WORDS[] = {"~", "null", "Null", "NULL", NULL};
-static const char *const TRUE_WORDS[] = {"true", "True", "TRUE", "yes", "Yes", "YES", "on",
-                                         "On", "ON", "y", "Y", NULL};
-static const char *const FALSE_WORDS[] = {"false", "False", "FALSE", "no", "No", "NO", "off",
-                                          "Off", "OFF", "n", "N", NULL};
+static const char *const TRUE_WORDS[] = {"true", "True", "TRUE", "yes", "Yes", "YES",
+                                         "on",   "On",   "ON",   "y",   "Y",   NULL};
+static const char *const FALSE_WORDS[] = {"false", "False", "FALSE", "no", "No", "NO",
+                                          "off",   "Off",   "OFF",   "n",  "N",  NULL};
 
 static int digit_in_base(char c, int base)
 {
@@ -213,8 +212,8 @@ int vmdr_yaml_needs_quotes(const char *s, size_t n)
     vmdr_yaml_resolve(&r, s, n);
     if (r.kind != VMDR_YAML_STR)
         return 1;
-    static const char *const WORDS[] = {"~", "null", "true", "false", "yes", "no", "on", "off",
-                                        "y", "n", "<<", "=", NULL};
+    static const char *const WORDS[] = {"~",   "null", "true", "false", "yes", "no", "on",
+                                        "off", "y",    "n",    "<<",    "=",   NULL};
     for (const char *const *w = WORDS; *w; w++)
         if (ieq(s, n, *w))
             return 1;

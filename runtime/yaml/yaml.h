@@ -32,6 +32,12 @@ void vmdr_yaml_resolve(vmdr_yaml_scalar *out, const char *s, size_t n);
  * other than this string (so the encoder must quote it). */
 int vmdr_yaml_needs_quotes(const char *s, size_t n);
 
+/* ---- key order (keysort.c) ---- */
+
+/* Compares map keys in the order kubectl prints YAML (go-yaml v2's natural sort):
+ * <0, 0 or >0. */
+int vmdr_yaml_key_cmp(const char *a, size_t an, const char *b, size_t bn);
+
 /* ---- clean() paths (path.c) ---- */
 
 #define VMDR_YAML_PATH_MAX 32

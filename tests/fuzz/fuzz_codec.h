@@ -84,7 +84,7 @@ static int fuzz_roundtrip(const uint8_t *data, size_t size, lua_CFunction open)
     int mod = lua_gettop(L);
     lua_pushlstring(L, (const char *)data, size);
     fuzz_call(L, mod, "decode", -1); /* stack: mod in v1 err */
-    if (lua_isnil(L, -1)) { /* decoded: no error */
+    if (lua_isnil(L, -1)) {          /* decoded: no error */
         int v1 = lua_gettop(L) - 1;
         fuzz_call(L, mod, "encode", v1); /* stack: ... s1 err */
         if (!lua_isstring(L, -2)) {
