@@ -49,7 +49,7 @@ static long check_ms(lua_State *L, int tbl, const char *key, lua_Number def)
 }
 
 /* k8s.connect{ server=, ca_file=, ca_data=, cert_file=, cert_data=, key_file=, key_data=,
- *              insecure=, tls_server_name=, connect_timeout= } -> Conn | nil, err
+ *              insecure=, tls_server_name=, proxy=, connect_timeout= } -> Conn | nil, err
  * *_data are PEM bytes (already decoded from kubeconfig base64). */
 static int k8s_connect(lua_State *L)
 {
@@ -68,6 +68,7 @@ static int k8s_connect(lua_State *L)
     o.key_data = vmdr_opt_lstring(L, 1, "key_data", &o.key_len);
     o.insecure = vmdr_opt_boolean(L, 1, "insecure", 0);
     o.server_name = vmdr_opt_string(L, 1, "tls_server_name", NULL);
+    o.proxy = vmdr_opt_string(L, 1, "proxy", NULL);
     o.connect_timeout_ms = check_ms(L, 1, "connect_timeout", 10);
     o.interrupted = vmdr_interrupted;
     if (o.key_data)

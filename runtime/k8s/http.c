@@ -201,6 +201,8 @@ static int setup_template(vmdr_k8s_conn *c, const vmdr_k8s_conn_opts *o, vmdr_er
                      o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (o->proxy && *o->proxy)
+        curl_easy_setopt(e, CURLOPT_PROXY, o->proxy);
     if (o->ca_data && o->ca_len) {
         if (set_blob(e, CURLOPT_CAINFO_BLOB, o->ca_data, o->ca_len) != 0) {
             vmdr_err_set(err, "tls", 0, "this libcurl cannot take a CA from memory");

@@ -28,6 +28,7 @@ typedef struct vmdr_k8s_conn_opts {
     size_t key_len;
     int insecure;              /* skip server certificate verification */
     const char *server_name;   /* TLS server name (SNI + verification), else the URL's host */
+    const char *proxy;         /* kubeconfig proxy-url; NULL: the environment, as curl reads it */
     long connect_timeout_ms;   /* 0: 10 s */
     int (*interrupted)(void);  /* polled while waiting; non-zero aborts with "interrupted" */
 } vmdr_k8s_conn_opts;

@@ -278,6 +278,18 @@ EOF
       c:close()
     end)
 
+    it("goes through a cluster's proxy-url", function()
+      -- the scripted server plays the proxy: it sees the absolute URL of the request
+      local proxy = kt.script_server(h.tmpdir("k8s-proxy"), { { path = "http://api.k8s.invalid/api/v1/namespaces/ns/pods/p",
+        replies = { kt.reply(200, POD) } } })
+      local p = kc({ server = "http://api.k8s.invalid", ["proxy-url"] = proxy.url }, { token = "tok-proxy-123" })
+      local obj, err = get_through(p)
+      proxy.stop()
+      assert.is_table(obj, tostring(err))
+      local reqs = proxy.requests()
+      assert.equals("Bearer tok-proxy-123", reqs[#reqs].headers.Authorization)
+    end)
+
     it("reads KUBECONFIG with several paths, skipping missing ones", function()
       local a = kc({ server = srv.url, ["certificate-authority"] = certs.ca_crt }, { token = "tok-env-123" })
       local s = h.write(dir .. "/env.lua", [[

@@ -188,6 +188,7 @@ return function(raw)
     s.ca_file = str(cluster["certificate-authority"])
     s.insecure = cluster["insecure-skip-tls-verify"] == true
     s.tls_server_name = str(cluster["tls-server-name"])
+    s.proxy = str(cluster["proxy-url"])
     s.cert_data, err = b64field(user, "client-certificate-data", uw)
     if err then return nil, err end
     s.key_data, err = b64field(user, "client-key-data", uw)
@@ -644,7 +645,7 @@ return function(raw)
   --- opts: kubeconfig (path or list; else $KUBECONFIG, else in-cluster, else ~/.kube/config),
   --- context, namespace, or the settings themselves (server, token, token_file, ca_file,
   --- ca_data, cert_file, cert_data, key_file, key_data, username, password, insecure,
-  --- tls_server_name, exec); in_cluster (force), serviceaccount_dir; timeout (seconds per
+  --- tls_server_name, proxy, exec); in_cluster (force), serviceaccount_dir; timeout (seconds per
   --- call, 30), retries (4), backoff (0.2 s), backoff_max (5 s), page_size (500).
   ---@param opts table|nil
   ---@return vmdr.k8s.Client|nil, table|nil
@@ -663,7 +664,7 @@ return function(raw)
     conn, err = raw.connect {
       server = s.server, ca_file = s.ca_file, ca_data = s.ca_data, cert_file = s.cert_file,
       cert_data = s.cert_data, key_file = s.key_file, key_data = s.key_data,
-      insecure = s.insecure or false, tls_server_name = s.tls_server_name,
+      insecure = s.insecure or false, tls_server_name = s.tls_server_name, proxy = s.proxy,
       connect_timeout = opts.connect_timeout,
     }
     if not conn then return nil, err end
@@ -872,7 +873,8 @@ return function(raw)
   --- resourceVersion (BOOKMARKs update it), reconnects with backoff; a fatal error, or
   --- opts.max_failures (30) failures in a row, RAISES the err table.
   --- opts: namespace, labelSelector, fieldSelector, resourceVersion, idle, timeout (the
-  --- server's timeoutSeconds per connection, 300), backoff (0.5 s), backoff_max (30 s).
+  --- server's timeoutSeconds per connection, 300-600 s at random), backoff (0.5 s),
+  --- backoff_max (30 s).
   ---@param res string|table
   ---@param opts table|nil
   function Client:watch(res, opts)
@@ -883,7 +885,8 @@ return function(raw)
     local self_ = self
     local w = {
       rv = opts.resourceVersion, stream = nil, failures = 0, reauthed = false, closed = false,
-      idle = opts.idle, server_timeout = opts.timeout or 300,
+      -- client-go's spread: 5-10 minutes, so many watchers do not reconnect in step
+      idle = opts.idle, server_timeout = opts.timeout or (300 + math.random(0, 300)),
       backoff = opts.backoff or 0.5, backoff_max = opts.backoff_max or 30,
       max_failures = opts.max_failures or 30, last = time.monotonic(),
     }
