@@ -125,7 +125,7 @@ static void push_body(lua_State *L, const char *body, size_t len, const char *ct
  * feeds the list scanner, and each complete item is decoded into the items table. */
 typedef struct list_stream {
     lua_State *L;
-    int items; /* stack index of the items table */
+    int items;   /* stack index of the items table */
     int passive; /* not a JSON 200: the body is left whole for the usual path */
     int decided;
     vmdr_k8s_listscan scan;
@@ -199,7 +199,8 @@ static void check_req(lua_State *L, int idx, vmdr_k8s_req *r)
  * timeout (seconds, default 30), max_body, raw (also return the bytes in info.raw),
  * stream_list (decode a list's items while it downloads: the body is never held whole).
  * body is the decoded JSON (for a JSON content type), else nil; info = { content_type=,
- * retry_after=, raw=, decode_error=, seconds= (the transfer) }. Any HTTP status is a result, not an error. */
+ * retry_after=, raw=, decode_error=, seconds= (the transfer) }. Any HTTP status is a result, not an
+ * error. */
 static int conn_request(lua_State *L)
 {
     conn_box *b = check_conn(L, 1);
@@ -571,8 +572,7 @@ static const luaL_Reg k8s_funcs[] = {{"connect", k8s_connect},
                                      {"error", k8s_error},
                                      {NULL, NULL}};
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *meta,
-                      const luaL_Reg *methods)
+static void new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
 {
     luaL_newmetatable(L, name);
     luaL_setfuncs(L, meta, 0);

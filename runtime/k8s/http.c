@@ -19,9 +19,9 @@ struct vmdr_k8s_xfer {
     size_t len, cap, off, scan;
     size_t max;
     int in_multi;
-    int done;          /* curl finished the transfer */
-    CURLcode result;   /* valid when done */
-    int headers_done;  /* a final (non-1xx) header block ended */
+    int done;         /* curl finished the transfer */
+    CURLcode result;  /* valid when done */
+    int headers_done; /* a final (non-1xx) header block ended */
     int too_large;
     long status;
     char content_type[128];
@@ -29,7 +29,7 @@ struct vmdr_k8s_xfer {
     size_t content_length; /* announced by the server, 0 if not; sizes the buffer once */
     long (*hook)(void *, long, const char *, const char *, size_t, int, vmdr_err *);
     void *hook_payload;
-    size_t hooked;         /* buffer length at the last hook call */
+    size_t hooked; /* buffer length at the last hook call */
     char errbuf[CURL_ERROR_SIZE];
     char method[16];
     char url_for_msg[256]; /* path only: messages never carry credentials */
@@ -366,8 +366,7 @@ static int ready(vmdr_k8s_xfer *x, int what)
 }
 
 /* The one wait of the client: 1 when ready, 0 at the deadline, -1 with err. */
-static int conn_wait(vmdr_k8s_conn *c, vmdr_k8s_xfer *x, int what, long timeout_ms,
-                     vmdr_err *err)
+static int conn_wait(vmdr_k8s_conn *c, vmdr_k8s_xfer *x, int what, long timeout_ms, vmdr_err *err)
 {
     long deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : 0;
     for (;;) {
@@ -414,8 +413,8 @@ static int xfer_error(vmdr_k8s_xfer *x, vmdr_err *err)
     CURLcode r = x->result;
     const char *why = x->errbuf[0] ? x->errbuf : curl_easy_strerror(r);
     if (x->too_large)
-        return vmdr_err_set(err, "too_large", 0, "%s %s: response larger than %zu bytes",
-                            x->method, x->url_for_msg, x->max);
+        return vmdr_err_set(err, "too_large", 0, "%s %s: response larger than %zu bytes", x->method,
+                            x->url_for_msg, x->max);
     switch (r) {
     case CURLE_OPERATION_TIMEDOUT:
         code = "timeout";
@@ -423,8 +422,9 @@ static int xfer_error(vmdr_k8s_xfer *x, vmdr_err *err)
     case CURLE_SSL_CONNECT_ERROR:
         /* A handshake cut by the peer going away is a connection problem, not a TLS
          * setting to fix: the caller should retry, not reconfigure. */
-        if (strstr(why, "reset by peer") || strstr(why, "refused") || strstr(why, "unexpected eof") ||
-            strstr(why, "SSL_ERROR_SYSCALL") || strstr(why, "Broken pipe"))
+        if (strstr(why, "reset by peer") || strstr(why, "refused") ||
+            strstr(why, "unexpected eof") || strstr(why, "SSL_ERROR_SYSCALL") ||
+            strstr(why, "Broken pipe"))
             break;
         code = "tls";
         break;
@@ -706,8 +706,8 @@ int vmdr_k8s_stream_rest(vmdr_k8s_xfer *x, long timeout_ms, const char **body, s
     if (w < 0)
         return -1;
     if (w == 0)
-        return vmdr_err_set(err, "timeout", 0, "%s %s: body not complete within %ld ms",
-                            x->method, x->url_for_msg, timeout_ms);
+        return vmdr_err_set(err, "timeout", 0, "%s %s: body not complete within %ld ms", x->method,
+                            x->url_for_msg, timeout_ms);
     if (x->result != CURLE_OK || x->too_large)
         return xfer_error(x, err);
     *body = x->buf ? x->buf + x->off : "";

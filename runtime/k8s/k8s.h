@@ -26,11 +26,11 @@ typedef struct vmdr_k8s_conn_opts {
     const char *key_file;
     const char *key_data; /* secret */
     size_t key_len;
-    int insecure;              /* skip server certificate verification */
-    const char *server_name;   /* TLS server name (SNI + verification), else the URL's host */
-    const char *proxy;         /* kubeconfig proxy-url; NULL: the environment, as curl reads it */
-    long connect_timeout_ms;   /* 0: 10 s */
-    int (*interrupted)(void);  /* polled while waiting; non-zero aborts with "interrupted" */
+    int insecure;             /* skip server certificate verification */
+    const char *server_name;  /* TLS server name (SNI + verification), else the URL's host */
+    const char *proxy;        /* kubeconfig proxy-url; NULL: the environment, as curl reads it */
+    long connect_timeout_ms;  /* 0: 10 s */
+    int (*interrupted)(void); /* polled while waiting; non-zero aborts with "interrupted" */
 } vmdr_k8s_conn_opts;
 
 typedef struct vmdr_k8s_conn vmdr_k8s_conn;
@@ -50,8 +50,8 @@ typedef struct vmdr_k8s_req {
      * inside one), with the bytes not yet consumed and done=1 once at the end of a
      * successful transfer. Returns how many leading bytes it consumed (the core drops
      * them), or -1 with err to abort. Lets a list be decoded while it downloads. */
-    long (*on_body)(void *payload, long status, const char *ctype, const char *buf,
-                    size_t len, int done, vmdr_err *err);
+    long (*on_body)(void *payload, long status, const char *ctype, const char *buf, size_t len,
+                    int done, vmdr_err *err);
     void *payload;
 } vmdr_k8s_req;
 
@@ -100,10 +100,10 @@ void vmdr_k8s_stream_free(vmdr_k8s_xfer *x);
 typedef struct vmdr_k8s_listscan {
     char *env;
     size_t env_len, env_cap;
-    long count;        /* items handed over */
-    int found;         /* the items array was seen */
+    long count; /* items handed over */
+    int found;  /* the items array was seen */
     int mode, depth, in_str, esc, str_end, is_items;
-    char cand[8];      /* the last string closed at depth 1 (a key candidate) */
+    char cand[8]; /* the last string closed at depth 1 (a key candidate) */
     size_t cand_len;
     size_t pos;        /* bytes of the kept buffer already scanned */
     size_t item_start; /* offset of the current item in the kept buffer */

@@ -11,8 +11,8 @@
 enum { M_ENVELOPE, M_BETWEEN, M_ITEM, M_AFTER };
 
 /* The bytes that change the scanner's state inside an item. */
-static const unsigned char item_special[256] = {['"'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1,
-                                                 [']'] = 1};
+static const unsigned char item_special[256] = {
+    ['"'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1, [']'] = 1};
 
 static int env_add(vmdr_k8s_listscan *s, const char *p, size_t n, vmdr_err *err)
 {
@@ -153,8 +153,9 @@ long vmdr_k8s_listscan_feed(vmdr_k8s_listscan *s, const char *buf, size_t len, i
     if (s->mode == M_ITEM)
         s->item_start -= used;
     if (done && (s->mode == M_BETWEEN || s->mode == M_ITEM))
-        return vmdr_err_set(err, "bad_response",
-                            0, "the list ends inside its items (after %ld complete items): "
-                            "the response was cut short", s->count);
+        return vmdr_err_set(err, "bad_response", 0,
+                            "the list ends inside its items (after %ld complete items): "
+                            "the response was cut short",
+                            s->count);
     return (long)used;
 }

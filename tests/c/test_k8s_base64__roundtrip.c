@@ -30,8 +30,12 @@ static void check_decode(const char *in, const char *want)
 
 int main(void)
 {
-    static const char *const vec[][2] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
-                                         {"foo", "Zm9v"},  {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
+    static const char *const vec[][2] = {{"", ""},
+                                         {"f", "Zg=="},
+                                         {"fo", "Zm8="},
+                                         {"foo", "Zm9v"},
+                                         {"foob", "Zm9vYg=="},
+                                         {"fooba", "Zm9vYmE="},
                                          {"foobar", "Zm9vYmFy"}};
     for (size_t i = 0; i < sizeof vec / sizeof vec[0]; i++) {
         size_t n;
@@ -46,8 +50,8 @@ int main(void)
     check_decode("Zm9v\nYmFy\n", "foobar"); /* line-wrapped, as base64(1) writes it */
     check_decode("Zm9vYg", "foob");         /* padding left out */
     check_decode("Zm9v*mFy", NULL);
-    check_decode("Zg==Zg==", NULL);         /* data after padding */
-    check_decode("Z", NULL);                /* a lone sextet is not a byte */
+    check_decode("Zg==Zg==", NULL); /* data after padding */
+    check_decode("Z", NULL);        /* a lone sextet is not a byte */
     {
         /* binary round trip: every byte value */
         char all[256];

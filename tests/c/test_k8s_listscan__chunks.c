@@ -32,7 +32,8 @@ static const char *ITEMS =
     "{\"a\":\"x}]\\\"{\",\"items\":[{\"b\":1}]}|{\"c\":[1,{\"d\":\"]\"}]}|{}|";
 static const char *ENV = "{\"kind\":\"VirtualMachineList\",\"apiVersion\":\"kubevirt.io/v1\","
                          "\"metadata\":{\"resourceVersion\":\"42\",\"continue\":\"abc\","
-                         "\"items\":[1]},\"items\": []," "\"extra\":\"items\"}";
+                         "\"items\":[1]},\"items\": [],"
+                         "\"extra\":\"items\"}";
 
 /* Feeds doc in chunks of size step, keeping unconsumed bytes as the core does. */
 static int run(const char *doc, size_t step, seen *out, vmdr_k8s_listscan *s, vmdr_err *err)

@@ -117,8 +117,8 @@ return function(raw)
               for _, f in ipairs(PATH_FIELDS[section] or {}) do
                 if str(copy[f]) then copy[f] = resolve_path(base, copy[f]) end
               end
-              if is_table(copy.exec) and str(copy.exec.command) and copy.exec.command:find("/", 1, true)
-                  and copy.exec.command:sub(1, 1) ~= "/" then
+              local cmd = is_table(copy.exec) and str(copy.exec.command)
+              if cmd and cmd:find("/", 1, true) and cmd:sub(1, 1) ~= "/" then
                 -- client-go: a relative command with a slash is relative to the kubeconfig
                 local e = {}
                 for k, v in pairs(copy.exec) do e[k] = v end
@@ -133,7 +133,8 @@ return function(raw)
       end
     end
     if found == 0 then
-      return fail("config", 0, "no kubeconfig file found (looked for %s)", table.concat(paths, ", "))
+      return fail("config", 0, "no kubeconfig file found (looked for %s)",
+        table.concat(paths, ", "))
     end
     return merged
   end
@@ -156,7 +157,8 @@ return function(raw)
     local files = table.concat(kc.files, ":")
     local name = context_name or kc.current
     if not name then
-      return fail("config", 0, "kubeconfig %s has no current-context and no context was given", files)
+      return fail("config", 0, "kubeconfig %s has no current-context and no context was given",
+        files)
     end
     local ctx = kc.contexts[name]
     if not ctx then
@@ -257,7 +259,8 @@ return function(raw)
       explicit = true
     elseif (os.getenv("KUBECONFIG") or "") ~= "" then
       paths = split_paths(os.getenv("KUBECONFIG"))
-    elseif opts.in_cluster ~= false and (opts.in_cluster or (os.getenv("KUBERNETES_SERVICE_HOST") or "") ~= "") then
+    elseif opts.in_cluster ~= false
+        and (opts.in_cluster or (os.getenv("KUBERNETES_SERVICE_HOST") or "") ~= "") then
       return from_in_cluster(opts)
     else
       local home = os.getenv("HOME") or ""
@@ -287,7 +290,8 @@ return function(raw)
     end
     local text, rerr = read_file(a.token_file)
     if not text then
-      return fail("unauthorized", 0, "token file %s cannot be read: %s", a.token_file, tostring(rerr))
+      return fail("unauthorized", 0, "token file %s cannot be read: %s", a.token_file,
+        tostring(rerr))
     end
     local tok = text:gsub("^%s+", ""):gsub("%s+$", "")
     if tok == "" then return fail("unauthorized", 0, "token file %s is empty", a.token_file) end
@@ -305,7 +309,9 @@ return function(raw)
     for _, a in ipairs(is_table(ex.args) and ex.args or {}) do argv[#argv + 1] = tostring(a) end
     local env = { "KUBERNETES_EXEC_INFO=" .. EXEC_INFO_V1 }
     for _, e in ipairs(is_table(ex.env) and ex.env or {}) do
-      if is_table(e) and str(e.name) then env[#env + 1] = e.name .. "=" .. tostring(e.value or "") end
+      if is_table(e) and str(e.name) then
+        env[#env + 1] = e.name .. "=" .. tostring(e.value or "")
+      end
     end
     local r, err = raw.exec(argv, env, self.exec_timeout or 60)
     if not r then
@@ -326,7 +332,8 @@ return function(raw)
         ex.command, derr and (": " .. tostring(derr.message)) or "")
     end
     if str(ex.apiVersion) and cred.apiVersion ~= ex.apiVersion then
-      return fail("unauthorized", 0, "exec credential plugin '%s' answered apiVersion %s, expected %s",
+      return fail("unauthorized", 0,
+        "exec credential plugin '%s' answered apiVersion %s, expected %s",
         ex.command, tostring(cred.apiVersion), ex.apiVersion)
     end
     local st = is_table(cred.status) and cred.status or {}
@@ -454,7 +461,8 @@ return function(raw)
         end
         if not is_json(info.content_type) then
           return fail("bad_response", status, "%s %s: expected JSON, the server sent %s%s", method,
-            path:match("^[^?]*"), info.content_type ~= "" and info.content_type or "no content type",
+            path:match("^[^?]*"),
+            info.content_type ~= "" and info.content_type or "no content type",
             info.raw and info.raw ~= "" and (": " .. snippet(info.raw)) or "")
         end
         return body, status, info
@@ -594,7 +602,9 @@ return function(raw)
   end
 
   local function urlenc(s)
-    return (tostring(s):gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+    return (tostring(s):gsub("[^%w%-%._~]", function(c)
+      return string.format("%%%02X", c:byte())
+    end))
   end
 
   local function query(params)
@@ -834,8 +844,9 @@ return function(raw)
     if not e then return nil, err end
     local body
     if opts.propagationPolicy or opts.gracePeriodSeconds or opts.preconditions then
-      body = { apiVersion = "v1", kind = "DeleteOptions", propagationPolicy = opts.propagationPolicy,
-        gracePeriodSeconds = opts.gracePeriodSeconds, preconditions = opts.preconditions }
+      body = { apiVersion = "v1", kind = "DeleteOptions",
+        propagationPolicy = opts.propagationPolicy, gracePeriodSeconds = opts.gracePeriodSeconds,
+        preconditions = opts.preconditions }
     end
     return call(self, "DELETE", res_path(e, ns_for(self, e, ns), name), { body = body })
   end
@@ -961,8 +972,9 @@ return function(raw)
       end
       if not is_json(ctype) then
         s:close()
-        error(mkerr("bad_response", status, "GET %s: expected a JSON watch stream, the server sent %s",
-          base, ctype ~= "" and ctype or "no content type"), 0)
+        error(mkerr("bad_response", status,
+          "GET %s: expected a JSON watch stream, the server sent %s", base,
+          ctype ~= "" and ctype or "no content type"), 0)
       end
       w.stream = s
     end
