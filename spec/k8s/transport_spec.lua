@@ -34,7 +34,8 @@ describe("vmdr.k8s transport", function()
   after_each(function() c:close() end)
 
   it("rejects truncated JSON with a clean bad_response error", function()
-    srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = { kt.reply(200, '{"kind":"Pod","meta') } } }
+    srv.set { { path = "/api/v1/namespaces/ns/pods/p",
+      replies = { kt.reply(200, '{"kind":"Pod","meta') } } }
     local obj, err = c:get(PODS, "ns", "p")
     assert.is_nil(obj)
     assert.equals("bad_response", err.code)
@@ -107,7 +108,8 @@ describe("vmdr.k8s transport", function()
     assert.equals("PodList", l.kind)
     local reqs = srv.requests()
     assert.equals(3, #reqs - before)
-    assert.equals("/api/v1/pods?labelSelector=app%20in%20%28x%2Cy%29&limit=2", reqs[before + 1].path)
+    assert.equals("/api/v1/pods?labelSelector=app%20in%20%28x%2Cy%29&limit=2",
+      reqs[before + 1].path)
     assert.matches("continue=tok1", reqs[before + 2].path)
     assert.matches("continue=tok2", reqs[before + 3].path)
   end)
@@ -144,7 +146,8 @@ describe("vmdr.k8s transport", function()
 
   it("gives up after the configured retries with the last error", function()
     srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = {
-      { status = 502, headers = { ["Content-Type"] = "text/html" }, body = "<h1>Bad Gateway</h1>" } } } }
+      { status = 502, headers = { ["Content-Type"] = "text/html" },
+        body = "<h1>Bad Gateway</h1>" } } } }
     local before = #srv.requests()
     local obj, err = c:get(PODS, "ns", "p")
     assert.is_nil(obj)
@@ -182,7 +185,8 @@ describe("vmdr.k8s transport", function()
   end)
 
   it("keeps one connection alive across calls and asks for gzip", function()
-    srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = { kt.reply(200, pod("p", "1")) } } }
+    srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = { kt.reply(200, pod("p",
+      "1")) } } }
     local before = #srv.requests()
     for _ = 1, 5 do assert(c:get(PODS, "ns", "p")) end
     local reqs = srv.requests()
@@ -198,7 +202,8 @@ describe("vmdr.k8s transport", function()
   it("decodes a gzip-compressed response, a list included", function()
     local items = {}
     for i = 1, 300 do items[i] = pod("p" .. i, tostring(i)) end
-    srv.set { { path = "/api/v1/pods", replies = { kt.reply(200, { kind = "PodList", apiVersion = "v1",
+    srv.set { { path = "/api/v1/pods", replies = { kt.reply(200, { kind = "PodList",
+      apiVersion = "v1",
       metadata = { resourceVersion = "300" }, items = items }, { gzip = true }) } } }
     local l = assert(c:list(PODS))
     assert.equals(300, #l.items)
@@ -208,9 +213,11 @@ describe("vmdr.k8s transport", function()
   end)
 
   it("request() returns other verbs' answers and raw bytes", function()
-    srv.set { { path = "/healthz", replies = { { status = 200, headers = { ["Content-Type"] = "text/plain" },
+    srv.set { { path = "/healthz", replies = { { status = 200,
+      headers = { ["Content-Type"] = "text/plain" },
       body = "ok" } } },
-      { path = "/apis/x/v1/things", method = "POST", replies = { kt.reply(201, { kind = "Thing" }) } },
+      { path = "/apis/x/v1/things", method = "POST",
+        replies = { kt.reply(201, { kind = "Thing" }) } },
       { path = "/apis/x/v1/things/t", method = "DELETE", replies = { { status = 204 } } } }
     assert.is_true((c:request("DELETE", "/apis/x/v1/things/t")))
     local body, status = c:request("GET", "/healthz", nil, { raw = true })
@@ -231,7 +238,8 @@ describe("vmdr.k8s transport", function()
     assert.is_true(c2:close())
     assert.is_true(c2:close())
     assert.matches("closed", tostring(c2))
-    assert.has_error(function() c2:get(PODS, "ns", "p") end, "attempt to use a closed vmdr.k8s.Client")
+    assert.has_error(function() c2:get(PODS, "ns", "p") end,
+      "attempt to use a closed vmdr.k8s.Client")
   end)
 
   it("fails a watch on a malformed event line, after its retries, with a raised error", function()
@@ -239,7 +247,8 @@ describe("vmdr.k8s transport", function()
       headers = { ["Content-Type"] = "application/json" },
       lines = { '{"type":"ADDED","object":{"kind":"Pod","metadata":{"name":"a","resourceVersion":"5"}}}\n',
         '{"type":"MODIF\n' } },
-      { status = 200, headers = { ["Content-Type"] = "application/json" }, lines = { "<oops>\n" } } } } }
+      { status = 200, headers = { ["Content-Type"] = "application/json" },
+        lines = { "<oops>\n" } } } } }
     local seen = {}
     local ok, err = pcall(function()
       for t, obj in c:watch(PODS, { namespace = "ns", resourceVersion = "1", max_failures = 2,
@@ -296,7 +305,8 @@ describe("vmdr.k8s transport", function()
   end)
 
   it("stops a blocked call on SIGINT with code interrupted", function()
-    srv.set { { path = "/slow", replies = { { status = 200, headers = { ["Content-Type"] = "application/json" },
+    srv.set { { path = "/slow", replies = { { status = 200,
+      headers = { ["Content-Type"] = "application/json" },
       lines = { "{", "}" }, delay = 60 } } } }
     local s = h.write(dir .. "/slow.lua", string.format([[
       local k8s = require "vmdr.k8s"

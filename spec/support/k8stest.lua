@@ -19,10 +19,12 @@ end
 function M.certs(dir)
   local c = { dir = dir }
   local function p(n) return dir .. "/" .. n end
-  openssl { "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=vmdr-test-ca",
+  openssl { "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+    "/CN=vmdr-test-ca",
     "-keyout", p "ca.key", "-out", p "ca.crt" }
   h.write(p "san.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:k8s.test\n")
-  openssl { "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", p "server.key",
+  openssl { "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout",
+    p "server.key",
     "-out", p "server.csr" }
   openssl { "x509", "-req", "-in", p "server.csr", "-CA", p "ca.crt", "-CAkey", p "ca.key",
     "-CAcreateserial", "-days", "2", "-extfile", p "san.ext", "-out", p "server.crt" }
@@ -63,12 +65,14 @@ function M.script_server(dir, routes, opts)
   h.write(srv.log, "")
   local argv = { "python3", h.source_dir .. "/spec/support/script-server.py", srv.script, srv.log }
   if opts.tls then
-    for _, a in ipairs { "--tls", opts.tls.server_crt, opts.tls.server_key } do argv[#argv + 1] = a end
+    for _, a in ipairs { "--tls", opts.tls.server_crt,
+      opts.tls.server_key } do argv[#argv + 1] = a end
     if opts.client_ca then argv[#argv + 1] = "--client-ca"; argv[#argv + 1] = opts.tls.ca_crt end
   end
   local parts = {}
   for i, a in ipairs(argv) do parts[i] = h.q(a) end
-  local cmd = table.concat(parts, " ") .. " >" .. h.q(dir .. "/port") .. " 2>" .. h.q(dir .. "/stderr")
+  local cmd = table.concat(parts, " ")
+    .. " >" .. h.q(dir .. "/port") .. " 2>" .. h.q(dir .. "/stderr")
     .. " </dev/null & echo $! >" .. h.q(dir .. "/pid")
   assert(h.sh("sh -c " .. h.q(cmd)) == 0)
   local deadline = time.monotonic() + 20
