@@ -49,7 +49,7 @@ static long check_ms(lua_State *L, int tbl, const char *key, lua_Number def)
 }
 
 /* k8s.connect{ server=, ca_file=, ca_data=, cert_file=, cert_data=, key_file=, key_data=,
- *              insecure=, tls_server_name=, connect_timeout= } -> Conn | nil, err
+ *              insecure=, tls_server_name=, proxy=, connect_timeout= } -> Conn | nil, err
  * *_data are PEM bytes (already decoded from kubeconfig base64). */
 static int k8s_connect(lua_State *L)
 {
@@ -68,6 +68,7 @@ static int k8s_connect(lua_State *L)
     o.key_data = vmdr_opt_lstring(L, 1, "key_data", &o.key_len);
     o.insecure = vmdr_opt_boolean(L, 1, "insecure", 0);
     o.server_name = vmdr_opt_string(L, 1, "tls_server_name", NULL);
+    o.proxy = vmdr_opt_string(L, 1, "proxy", NULL);
     o.connect_timeout_ms = check_ms(L, 1, "connect_timeout", 10);
     o.interrupted = vmdr_interrupted;
     if (o.key_data)
@@ -120,6 +121,68 @@ static void push_body(lua_State *L, const char *body, size_t len, const char *ct
     lua_pushnil(L);
 }
 
+/* Decoding a list while it downloads (opts.stream_list): the hook of the core request
+ * feeds the list scanner, and each complete item is decoded into the items table. */
+typedef struct list_stream {
+    lua_State *L;
+    int items;   /* stack index of the items table */
+    int passive; /* not a JSON 200: the body is left whole for the usual path */
+    int decided;
+    vmdr_k8s_listscan scan;
+} list_stream;
+
+/* decode_item(ptr, len, items) -> (): appends the decoded item; raises on invalid JSON */
+static int decode_item(lua_State *L)
+{
+    const char *p = lua_touserdata(L, 1);
+    size_t n = (size_t)lua_tointeger(L, 2);
+    vmdr_err err;
+    vmdr_err_clear(&err);
+    if (vmdr_json_decode_push(L, p, n, &err) != 0)
+        return luaL_error(L, "%s", err.message);
+    lua_rawseti(L, 3, (lua_Integer)lua_rawlen(L, 3) + 1);
+    return 0;
+}
+
+static int list_item(void *payload, const char *p, size_t n, vmdr_err *err)
+{
+    list_stream *ls = payload;
+    lua_State *L = ls->L;
+    /* protected: a memory error must not longjmp across the core's wait loop */
+    lua_pushcfunction(L, decode_item);
+    lua_pushlightuserdata(L, (void *)p);
+    lua_pushinteger(L, (lua_Integer)n);
+    lua_pushvalue(L, ls->items);
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+        vmdr_err_set(err, "bad_response", 0, "the response is not valid JSON: items[%ld]: %s",
+                     ls->scan.count, lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+static long list_hook(void *payload, long status, const char *ctype, const char *buf, size_t len,
+                      int done, vmdr_err *err)
+{
+    list_stream *ls = payload;
+    if (!ls->decided) {
+        ls->decided = 1;
+        ls->passive = status != 200 || ctype == NULL || strstr(ctype, "json") == NULL;
+    }
+    if (ls->passive)
+        return 0;
+    return vmdr_k8s_listscan_feed(&ls->scan, buf, len, done, list_item, ls, err);
+}
+
+/* __gc of the scanner box: frees the envelope buffer */
+static int list_stream_gc(lua_State *L)
+{
+    list_stream *ls = lua_touserdata(L, 1);
+    vmdr_k8s_listscan_free(&ls->scan);
+    return 0;
+}
+
 /* Reads the request options at idx into r (strings stay anchored in the table). */
 static void check_req(lua_State *L, int idx, vmdr_k8s_req *r)
 {
@@ -133,9 +196,11 @@ static void check_req(lua_State *L, int idx, vmdr_k8s_req *r)
 
 /* conn:request(method, path [, opts]) -> status, body, info | nil, err
  * opts: body (string, or a table encoded as JSON), content_type, accept, authorization,
- * timeout (seconds, default 30), max_body, raw (also return the bytes in info.raw).
+ * timeout (seconds, default 30), max_body, raw (also return the bytes in info.raw),
+ * stream_list (decode a list's items while it downloads: the body is never held whole).
  * body is the decoded JSON (for a JSON content type), else nil; info = { content_type=,
- * retry_after=, raw=, decode_error=, seconds= (the transfer) }. Any HTTP status is a result, not an error. */
+ * retry_after=, raw=, decode_error=, seconds= (the transfer) }. Any HTTP status is a result, not an
+ * error. */
 static int conn_request(lua_State *L)
 {
     conn_box *b = check_conn(L, 1);
@@ -152,6 +217,7 @@ static int conn_request(lua_State *L)
     check_req(L, 4, &r);
     r.timeout_ms = check_ms(L, 4, "timeout", 30);
     int want_raw = vmdr_opt_boolean(L, 4, "raw", 0);
+    int stream_list = vmdr_opt_boolean(L, 4, "stream_list", 0);
     int t = lua_isnil(L, 4) ? LUA_TNIL : lua_getfield(L, 4, "body");
     if (lua_isnil(L, 4))
         lua_pushnil(L); /* stack: conn method path opts body */
@@ -165,8 +231,37 @@ static int conn_request(lua_State *L)
     }
     if (!lua_isnil(L, 5))
         r.body = lua_tolstring(L, 5, &r.body_len);
-    if (vmdr_k8s_request(b->c, &r, &resp, &err) != 0)
+    list_stream *ls = NULL;
+    if (stream_list) {
+        /* stack: ... body box items (the box frees the scanner if anything raises) */
+        ls = lua_newuserdatauv(L, sizeof *ls, 0);
+        memset(ls, 0, sizeof *ls);
+        vmdr_k8s_listscan_init(&ls->scan);
+        lua_createtable(L, 0, 1);
+        lua_pushcfunction(L, list_stream_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_newtable(L);
+        vmdr_push_array_mt(L);
+        lua_setmetatable(L, -2);
+        ls->L = L;
+        ls->items = lua_gettop(L);
+        r.on_body = list_hook;
+        r.payload = ls;
+    }
+    int gc_was_running = lua_gc(L, LUA_GCISRUNNING);
+    if (ls && gc_was_running)
+        lua_gc(L, LUA_GCSTOP); /* see decode_push */
+    int rc = vmdr_k8s_request(b->c, &r, &resp, &err);
+    if (ls && gc_was_running)
+        lua_gc(L, LUA_GCRESTART);
+    if (rc != 0)
         return vmdr_push_err(L, &err);
+    if (ls && !ls->passive && ls->scan.env_len > 0) {
+        /* the envelope stands in for the body; the items go into its "items" */
+        resp.body = ls->scan.env;
+        resp.len = ls->scan.env_len;
+    }
     lua_pushinteger(L, resp.status); /* stack: ... body status */
     lua_createtable(L, 0, 3);        /* stack: ... body status info */
     int info = lua_gettop(L);
@@ -179,6 +274,10 @@ static int conn_request(lua_State *L)
         lua_setfield(L, info, "retry_after");
     }
     push_body(L, resp.body, resp.len, resp.content_type, info, want_raw);
+    if (ls && !ls->passive && ls->scan.found && lua_type(L, -1) == LUA_TTABLE) {
+        lua_pushvalue(L, ls->items);
+        lua_setfield(L, -2, "items");
+    }
     lua_pushvalue(L, info);
     lua_remove(L, info); /* stack: ... status decoded info */
     return 3;
@@ -231,6 +330,7 @@ static int conn_stream(lua_State *L)
     return 1;
 }
 
+/* conn:__gc() / conn:__close(): frees the connection pool; idempotent */
 static int conn_gc(lua_State *L)
 {
     conn_box *b = luaL_checkudata(L, 1, CONN_META);
@@ -249,6 +349,7 @@ static int conn_close(lua_State *L)
     return 1;
 }
 
+/* tostring(conn) -> "vmdr.k8s.Conn (server)" | "vmdr.k8s.Conn (closed)" */
 static int conn_tostring(lua_State *L)
 {
     conn_box *b = luaL_checkudata(L, 1, CONN_META);
@@ -269,6 +370,7 @@ static int stream_status(lua_State *L)
 }
 
 /* stream:next([timeout]) -> value | false (timeout seconds passed) | nil, err
+ * No timeout (or 0): wait until a line comes, the stream ends or a signal arrives.
  * value is the next line decoded as JSON; err.code "eof" at the end of the stream,
  * "bad_response" for a line that is not JSON (the line is in err.line). */
 static int stream_next(lua_State *L)
@@ -280,7 +382,10 @@ static int stream_next(lua_State *L)
     size_t len;
     vmdr_err err;
     vmdr_err_clear(&err);
-    int r = vmdr_k8s_stream_next(b->x, t > 0 ? (long)(t * 1000.0 + 0.5) : 0, &line, &len, &err);
+    long ms = t > 0 ? (long)(t * 1000.0 + 0.5) : 0;
+    if (t > 0 && ms == 0)
+        ms = 1; /* a tiny wait is still a bounded one: 0 would mean "no deadline" */
+    int r = vmdr_k8s_stream_next(b->x, ms, &line, &len, &err);
     if (r < 0)
         return vmdr_push_err(L, &err);
     if (r == 0) {
@@ -314,6 +419,7 @@ static int stream_rest(lua_State *L)
     return 1;
 }
 
+/* stream:__gc() / stream:__close(): ends the transfer; idempotent */
 static int stream_gc(lua_State *L)
 {
     stream_box *b = luaL_checkudata(L, 1, STREAM_META);
@@ -332,6 +438,7 @@ static int stream_close(lua_State *L)
     return 1;
 }
 
+/* tostring(stream) -> "vmdr.k8s.Stream (0x...)" | "vmdr.k8s.Stream (closed)" */
 static int stream_tostring(lua_State *L)
 {
     stream_box *b = luaL_checkudata(L, 1, STREAM_META);
@@ -375,6 +482,7 @@ typedef struct strv_box {
     const char **v;
 } strv_box;
 
+/* __gc of a string vector box */
 static int strv_gc(lua_State *L)
 {
     strv_box *b = lua_touserdata(L, 1);
@@ -464,8 +572,7 @@ static const luaL_Reg k8s_funcs[] = {{"connect", k8s_connect},
                                      {"error", k8s_error},
                                      {NULL, NULL}};
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *meta,
-                      const luaL_Reg *methods)
+static void new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
 {
     luaL_newmetatable(L, name);
     luaL_setfuncs(L, meta, 0);

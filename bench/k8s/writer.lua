@@ -9,6 +9,7 @@ local first = assert(c:request("GET", "/apis/kubevirt.io/v1/virtualmachines?limi
 assert(c:resource("vm"))
 for i = 1, count do
   assert(c:patch("vm", first.metadata.namespace, first.metadata.name, { metadata = { annotations = {
-    ["bench.vmdr/seq"] = tostring(i), ["bench.vmdr/sent"] = string.format("%.6f", time.now()) } } }))
+    ["bench.vmdr/seq"] = tostring(i), ["bench.vmdr/sent"] = string.format("%.6f",
+      time.now()) } } }))
   time.sleep(interval)
 end

@@ -45,8 +45,8 @@ int vmdr_k8s_base64_decode(char **out, size_t *outlen, const char *s, size_t n, 
             if (v < 0)
                 return vmdr_err_set(err, "invalid", 0,
                                     "invalid base64: character 0x%02x at offset %zu", c, i);
-            return vmdr_err_set(err, "invalid", 0, "invalid base64: data after padding at offset %zu",
-                                i);
+            return vmdr_err_set(err, "invalid", 0,
+                                "invalid base64: data after padding at offset %zu", i);
         }
         acc = (acc << 6) | (unsigned)v;
         bits += 6;

@@ -104,8 +104,8 @@ int vmdr_k8s_exec(vmdr_k8s_exec_result *res, const char *const *argv, const char
     int se = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, envp);
     if (se != 0) {
         pid = -1;
-        vmdr_err_set(err, se == ENOENT ? "not_found" : "error", se, "cannot run '%s': %s",
-                     argv[0], strerror(se));
+        vmdr_err_set(err, se == ENOENT ? "not_found" : "error", se, "cannot run '%s': %s", argv[0],
+                     strerror(se));
         goto done;
     }
     close(outp[1]);

@@ -19,14 +19,17 @@ struct vmdr_k8s_xfer {
     size_t len, cap, off, scan;
     size_t max;
     int in_multi;
-    int done;          /* curl finished the transfer */
-    CURLcode result;   /* valid when done */
-    int headers_done;  /* a final (non-1xx) header block ended */
+    int done;         /* curl finished the transfer */
+    CURLcode result;  /* valid when done */
+    int headers_done; /* a final (non-1xx) header block ended */
     int too_large;
     long status;
     char content_type[128];
     double retry_after;
     size_t content_length; /* announced by the server, 0 if not; sizes the buffer once */
+    long (*hook)(void *, long, const char *, const char *, size_t, int, vmdr_err *);
+    void *hook_payload;
+    size_t hooked; /* buffer length at the last hook call */
     char errbuf[CURL_ERROR_SIZE];
     char method[16];
     char url_for_msg[256]; /* path only: messages never carry credentials */
@@ -41,6 +44,7 @@ struct vmdr_k8s_conn {
     int (*interrupted)(void);
     vmdr_k8s_xfer *streams;
     struct curl_slist *connect_to; /* curl keeps the pointer: it lives as long as the conn */
+    int global;                    /* holds a curl_global_init reference */
 };
 
 static long mono_ms(void)
@@ -65,6 +69,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *payload)
             memmove(x->buf, x->buf + x->off, x->len - x->off);
             x->len -= x->off;
             x->scan -= x->off;
+            x->hooked = x->hooked > x->off ? x->hooked - x->off : 0;
             x->off = 0;
         }
         if (x->len + add + 1 > x->cap) {
@@ -73,7 +78,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *payload)
                 cap *= 2;
             /* A known length is allocated once: doubling a 20 MB list would copy it
              * again and again and leave a buffer up to twice its size (peak RSS). */
-            if (x->content_length >= x->len + add && x->content_length < x->max)
+            if (!x->hook && x->content_length >= x->len + add && x->content_length < x->max)
                 cap = x->content_length + 1;
             char *nb = realloc(x->buf, cap);
             if (nb == NULL)
@@ -196,6 +201,8 @@ static int setup_template(vmdr_k8s_conn *c, const vmdr_k8s_conn_opts *o, vmdr_er
                      o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (o->proxy && *o->proxy)
+        curl_easy_setopt(e, CURLOPT_PROXY, o->proxy);
     if (o->ca_data && o->ca_len) {
         if (set_blob(e, CURLOPT_CAINFO_BLOB, o->ca_data, o->ca_len) != 0) {
             vmdr_err_set(err, "tls", 0, "this libcurl cannot take a CA from memory");
@@ -241,18 +248,19 @@ static int xfer_init(vmdr_k8s_xfer *x, vmdr_k8s_conn *c)
 
 int vmdr_k8s_conn_new(vmdr_k8s_conn **out, const vmdr_k8s_conn_opts *o, vmdr_err *err)
 {
-    static int global_done = 0; /* curl_global_init is idempotent; this only skips work */
     vmdr_k8s_conn *c = NULL;
     *out = NULL;
     if (o->server == NULL || *o->server == '\0')
         return vmdr_err_set(err, "invalid", 0, "no server URL");
-    if (!global_done) {
-        curl_global_init(CURL_GLOBAL_DEFAULT);
-        global_done = 1;
-    }
     c = calloc(1, sizeof *c);
     if (c == NULL)
         return vmdr_err_set(err, "nomem", 0, "out of memory");
+    /* Reference-counted by curl: each conn holds one, released in conn_free (no static). */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        free(c);
+        return vmdr_err_set(err, "error", 0, "curl initialisation failed");
+    }
+    c->global = 1;
     c->interrupted = o->interrupted;
     c->multi = curl_multi_init();
     c->tmpl = curl_easy_init();
@@ -303,6 +311,8 @@ void vmdr_k8s_conn_free(vmdr_k8s_conn *c)
         curl_multi_cleanup(c->multi);
     curl_slist_free_all(c->connect_to);
     free(c->base);
+    if (c->global)
+        curl_global_cleanup();
     free(c);
 }
 
@@ -356,13 +366,22 @@ static int ready(vmdr_k8s_xfer *x, int what)
 }
 
 /* The one wait of the client: 1 when ready, 0 at the deadline, -1 with err. */
-static int conn_wait(vmdr_k8s_conn *c, vmdr_k8s_xfer *x, int what, long timeout_ms,
-                     vmdr_err *err)
+static int conn_wait(vmdr_k8s_conn *c, vmdr_k8s_xfer *x, int what, long timeout_ms, vmdr_err *err)
 {
     long deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : 0;
     for (;;) {
         if (pump(c, err) != 0)
             return -1;
+        if (x->hook && x->headers_done && !x->done && x->len > x->hooked) {
+            /* between curl calls: the hook may run Lua (never inside a curl callback) */
+            long used = x->hook(x->hook_payload, x->status, x->content_type, x->buf + x->off,
+                                x->len - x->off, 0, err);
+            if (used < 0)
+                return -1;
+            x->off += (size_t)used;
+            x->scan = x->off;
+            x->hooked = x->len;
+        }
         if (x->len > x->scan || x->done || what != UNTIL_LINE) {
             if (ready(x, what))
                 return 1;
@@ -394,8 +413,8 @@ static int xfer_error(vmdr_k8s_xfer *x, vmdr_err *err)
     CURLcode r = x->result;
     const char *why = x->errbuf[0] ? x->errbuf : curl_easy_strerror(r);
     if (x->too_large)
-        return vmdr_err_set(err, "too_large", 0, "%s %s: response larger than %zu bytes",
-                            x->method, x->url_for_msg, x->max);
+        return vmdr_err_set(err, "too_large", 0, "%s %s: response larger than %zu bytes", x->method,
+                            x->url_for_msg, x->max);
     switch (r) {
     case CURLE_OPERATION_TIMEDOUT:
         code = "timeout";
@@ -403,8 +422,9 @@ static int xfer_error(vmdr_k8s_xfer *x, vmdr_err *err)
     case CURLE_SSL_CONNECT_ERROR:
         /* A handshake cut by the peer going away is a connection problem, not a TLS
          * setting to fix: the caller should retry, not reconfigure. */
-        if (strstr(why, "reset by peer") || strstr(why, "refused") || strstr(why, "unexpected eof") ||
-            strstr(why, "SSL_ERROR_SYSCALL") || strstr(why, "Broken pipe"))
+        if (strstr(why, "reset by peer") || strstr(why, "refused") ||
+            strstr(why, "unexpected eof") || strstr(why, "SSL_ERROR_SYSCALL") ||
+            strstr(why, "Broken pipe"))
             break;
         code = "tls";
         break;
@@ -531,6 +551,9 @@ static int xfer_prepare(vmdr_k8s_xfer *x, const vmdr_k8s_req *r, int stream, vmd
     x->content_type[0] = '\0';
     x->retry_after = -1;
     x->content_length = 0;
+    x->hook = stream ? NULL : r->on_body;
+    x->hook_payload = r->payload;
+    x->hooked = 0;
     if (curl_multi_add_handle(c->multi, e) != CURLM_OK)
         return vmdr_err_set(err, "error", 0, "curl: cannot start the transfer");
     x->in_multi = 1;
@@ -569,8 +592,15 @@ int vmdr_k8s_request(vmdr_k8s_conn *c, const vmdr_k8s_req *r, vmdr_k8s_resp *out
     if (x->result != CURLE_OK || x->too_large)
         return xfer_error(x, err);
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &out->status);
-    out->body = x->buf ? x->buf : "";
-    out->len = x->len;
+    if (x->hook) {
+        long used = x->hook(x->hook_payload, out->status, x->content_type,
+                            x->buf ? x->buf + x->off : "", x->len - x->off, 1, err);
+        if (used < 0)
+            return -1;
+        x->off += (size_t)used;
+    }
+    out->body = x->buf ? x->buf + x->off : "";
+    out->len = x->len - x->off;
     out->content_type = x->content_type;
     out->retry_after = x->retry_after;
     {
@@ -676,8 +706,8 @@ int vmdr_k8s_stream_rest(vmdr_k8s_xfer *x, long timeout_ms, const char **body, s
     if (w < 0)
         return -1;
     if (w == 0)
-        return vmdr_err_set(err, "timeout", 0, "%s %s: body not complete within %ld ms",
-                            x->method, x->url_for_msg, timeout_ms);
+        return vmdr_err_set(err, "timeout", 0, "%s %s: body not complete within %ld ms", x->method,
+                            x->url_for_msg, timeout_ms);
     if (x->result != CURLE_OK || x->too_large)
         return xfer_error(x, err);
     *body = x->buf ? x->buf + x->off : "";

@@ -26,10 +26,11 @@ typedef struct vmdr_k8s_conn_opts {
     const char *key_file;
     const char *key_data; /* secret */
     size_t key_len;
-    int insecure;              /* skip server certificate verification */
-    const char *server_name;   /* TLS server name (SNI + verification), else the URL's host */
-    long connect_timeout_ms;   /* 0: 10 s */
-    int (*interrupted)(void);  /* polled while waiting; non-zero aborts with "interrupted" */
+    int insecure;             /* skip server certificate verification */
+    const char *server_name;  /* TLS server name (SNI + verification), else the URL's host */
+    const char *proxy;        /* kubeconfig proxy-url; NULL: the environment, as curl reads it */
+    long connect_timeout_ms;  /* 0: 10 s */
+    int (*interrupted)(void); /* polled while waiting; non-zero aborts with "interrupted" */
 } vmdr_k8s_conn_opts;
 
 typedef struct vmdr_k8s_conn vmdr_k8s_conn;
@@ -45,6 +46,13 @@ typedef struct vmdr_k8s_req {
     const char *authorization; /* the whole header value ("Bearer ..."), secret; may be NULL */
     long timeout_ms;           /* whole transfer; 0: none (streams) */
     size_t max_body;           /* 0: 1 GiB */
+    /* Optional, for requests: called while the body arrives, between curl calls (never
+     * inside one), with the bytes not yet consumed and done=1 once at the end of a
+     * successful transfer. Returns how many leading bytes it consumed (the core drops
+     * them), or -1 with err to abort. Lets a list be decoded while it downloads. */
+    long (*on_body)(void *payload, long status, const char *ctype, const char *buf, size_t len,
+                    int done, vmdr_err *err);
+    void *payload;
 } vmdr_k8s_req;
 
 /* A finished response. The pointers stay valid until the next request on the conn. */
@@ -83,6 +91,28 @@ int vmdr_k8s_stream_next(vmdr_k8s_xfer *x, long timeout_ms, const char **line, s
 int vmdr_k8s_stream_rest(vmdr_k8s_xfer *x, long timeout_ms, const char **body, size_t *len,
                          vmdr_err *err);
 void vmdr_k8s_stream_free(vmdr_k8s_xfer *x);
+
+/* Splits a list response as it arrives (listscan.c): each element of the top-level
+ * "items" array goes to item() as soon as it is complete; the rest of the document is
+ * collected in env with "items":[] in place of the array (env holds the whole document
+ * when it has no items array). feed() returns the bytes of buf it consumed (the caller
+ * drops them and passes the rest again with what arrives next), or -1 with err. */
+typedef struct vmdr_k8s_listscan {
+    char *env;
+    size_t env_len, env_cap;
+    long count; /* items handed over */
+    int found;  /* the items array was seen */
+    int mode, depth, in_str, esc, str_end, is_items;
+    char cand[8]; /* the last string closed at depth 1 (a key candidate) */
+    size_t cand_len;
+    size_t pos;        /* bytes of the kept buffer already scanned */
+    size_t item_start; /* offset of the current item in the kept buffer */
+} vmdr_k8s_listscan;
+void vmdr_k8s_listscan_init(vmdr_k8s_listscan *s);
+long vmdr_k8s_listscan_feed(vmdr_k8s_listscan *s, const char *buf, size_t len, int done,
+                            int (*item)(void *payload, const char *p, size_t n, vmdr_err *err),
+                            void *payload, vmdr_err *err);
+void vmdr_k8s_listscan_free(vmdr_k8s_listscan *s);
 
 /* base64 (RFC 4648, standard alphabet, padding optional, whitespace ignored).
  * decode: *out is malloc'd (NUL-terminated); -1 with err "invalid" naming the offset. */

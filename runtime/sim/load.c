@@ -45,8 +45,8 @@ static int is_int(const char *s, double *out)
 
 static int is_float(const char *s, double *out)
 {
-    if (!strcmp(s, ".inf") || !strcmp(s, ".Inf") || !strcmp(s, ".INF") ||
-        !strcmp(s, ".nan") || !strcmp(s, ".NaN"))
+    if (!strcmp(s, ".inf") || !strcmp(s, ".Inf") || !strcmp(s, ".INF") || !strcmp(s, ".nan") ||
+        !strcmp(s, ".NaN"))
         return 0; /* JSON cannot carry them: keep the string */
     const char *p = s;
     if (*p == '-' || *p == '+')
@@ -114,8 +114,8 @@ static cJSON *node_to_json(yaml_document_t *doc, yaml_node_t *n, int depth)
         return scalar(n);
     case YAML_SEQUENCE_NODE: {
         cJSON *a = cJSON_CreateArray();
-        for (yaml_node_item_t *it = n->data.sequence.items.start;
-             it < n->data.sequence.items.top; it++)
+        for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+             it++)
             cJSON_AddItemToArray(a, node_to_json(doc, yaml_document_get_node(doc, *it), depth + 1));
         return a;
     }
@@ -202,8 +202,8 @@ static void add_object(loadctx *lc, const cJSON *o, const char *path)
         sim_j_set_str(md, "namespace", "default");
     ns = sim_resources[res].namespaced ? sim_j_str(md, "namespace") : "";
     if (sim_store_get(lc->st, res, ns, name)) {
-        fprintf(stderr, "vmdr-sim: %s: %s %s%s%s already loaded from another file: skipped\n",
-                path, sim_resources[res].kind, ns, *ns ? "/" : "", name);
+        fprintf(stderr, "vmdr-sim: %s: %s %s%s%s already loaded from another file: skipped\n", path,
+                sim_resources[res].kind, ns, *ns ? "/" : "", name);
         cJSON_Delete(obj);
         lc->skipped++;
         return;
@@ -420,7 +420,8 @@ void sim_generate(sim_store *st, int n)
             "\"annotations\":{\"kubevirt.io/latest-observed-api-version\":\"v1\","
             "\"kubevirt.io/storage-observed-api-version\":\"v1\","
             "\"vm.kubevirt.io/validations\":\"[]\"},"
-            "\"creationTimestamp\":\"%s\",\"finalizers\":[\"kubevirt.io/virtualMachineControllerFinalize\"],"
+            "\"creationTimestamp\":\"%s\",\"finalizers\":[\"kubevirt.io/"
+            "virtualMachineControllerFinalize\"],"
             "\"generation\":1,\"labels\":{\"app\":\"%s\",\"app-tier\":\"%s\","
             "\"dr.demojam.com/enabled\":\"true\",\"vm.kubevirt.io/template\":\"%s-server-small\","
             "\"vm.kubevirt.io/template.namespace\":\"openshift\"},"
@@ -440,8 +441,8 @@ void sim_generate(sim_store *st, int n)
             "\"resources\":{}},\"evictionStrategy\":\"LiveMigrate\",\"networks\":[{\"name\":"
             "\"default\",\"pod\":{}}],\"terminationGracePeriodSeconds\":180,\"volumes\":["
             "{\"name\":\"rootdisk\",\"persistentVolumeClaim\":{\"claimName\":\"%s\"}}",
-            ts, name, tiers[i % 3], os[i % 4], name, ns, vm_uid,
-            i % 5 == 4 ? "Halted" : "Always", os[i % 4], name,
+            ts, name, tiers[i % 3], os[i % 4], name, ns, vm_uid, i % 5 == 4 ? "Halted" : "Always",
+            os[i % 4], name,
             has_data ? ",{\"disk\":{\"bus\":\"virtio\"},\"name\":\"datadisk\"}" : "",
             (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff, vm_uid, root);
         if (has_data)

@@ -25,14 +25,17 @@ static void on_signal(int sig)
 
 static void usage(FILE *f)
 {
-    fputs("usage: vmdr-sim [--fixtures DIR]... [--listen HOST:PORT] [--tls] [--cert FILE --key FILE]\n"
+    fputs("usage: vmdr-sim [--fixtures DIR]... [--listen HOST:PORT] [--tls] [--cert FILE --key "
+          "FILE]\n"
           "                [--token T | --token-file FILE] [--client-ca FILE]\n"
           "                [--kubeconfig-out FILE] [--kubeconfig-client-cert FILE\n"
           "                 --kubeconfig-client-key FILE] [--state FILE] [--generate N]\n"
-          "                [--faults JSON|@FILE] [--history N] [--bookmark-interval SEC] [--quiet]\n"
+          "                [--faults JSON|@FILE] [--history N] [--bookmark-interval SEC] [--gzip]\n"
+          "                [--quiet]\n"
           "Serves VirtualMachines, PVCs, PVs, namespaces and leases over the Kubernetes REST API.\n"
           "PORT 0 picks a free port; the URL is printed on stdout as 'vmdr-sim listening on URL'.\n"
-          "Admin (same listener and auth): GET /_sim/state, GET|POST /_sim/faults (docs/vmdr-sim.md).\n",
+          "Admin (same listener and auth): GET /_sim/state, GET|POST /_sim/faults "
+          "(docs/vmdr-sim.md).\n",
           f);
 }
 
@@ -101,15 +104,31 @@ static int make_certs(char **ca, char **cert, char **key)
                       "keyEncipherment\nextendedKeyUsage=serverAuth\n"
                       "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
     int rc = sim_write_file_atomic(p_ext, ext, strlen(ext), 0600);
-    char *ca_argv[] = {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                       "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", p_cakey, "-out", p_ca,
-                       "-days", "3650", "-subj", "/CN=vmdr-sim-ca", NULL};
-    char *csr_argv[] = {"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", p_key, "-out", p_csr,
-                        "-subj", "/CN=vmdr-sim", NULL};
-    char *sign_argv[] = {"openssl", "x509", "-req", "-in", p_csr, "-CA", p_ca, "-CAkey", p_cakey,
-                         "-CAcreateserial", "-out", p_crt, "-days", "3650", "-sha256", "-extfile",
-                         p_ext, NULL};
+    char *ca_argv[] = {"openssl",
+                       "req",
+                       "-x509",
+                       "-newkey",
+                       "ec",
+                       "-pkeyopt",
+                       "ec_paramgen_curve:prime256v1",
+                       "-nodes",
+                       "-keyout",
+                       p_cakey,
+                       "-out",
+                       p_ca,
+                       "-days",
+                       "3650",
+                       "-subj",
+                       "/CN=vmdr-sim-ca",
+                       NULL};
+    char *csr_argv[] = {
+        "openssl", "req",     "-new", "-newkey", "ec",  "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes",  "-keyout", p_key,  "-out",    p_csr, "-subj",    "/CN=vmdr-sim",
+        NULL};
+    char *sign_argv[] = {"openssl",  "x509", "-req",   "-in",   p_csr,
+                         "-CA",      p_ca,   "-CAkey", p_cakey, "-CAcreateserial",
+                         "-out",     p_crt,  "-days",  "3650",  "-sha256",
+                         "-extfile", p_ext,  NULL};
     if (rc == 0 && (run(ca_argv) != 0 || run(csr_argv) != 0 || run(sign_argv) != 0)) {
         fprintf(stderr, "vmdr-sim: openssl failed to make the TLS certificates (is openssl "
                         "installed? scripts/deps)\n");
@@ -182,11 +201,11 @@ int main(int argc, char **argv)
     const char *faults = NULL, *kc_cert = NULL, *kc_key = NULL;
     long generate = 0, history = 10000;
     double bookmark_interval = 5;
-    int tls = 0, quiet = 0;
+    int tls = 0, quiet = 0, gzip = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-#define NEXT()                                                                                 \
-    (i + 1 < argc ? argv[++i]                                                                  \
+#define NEXT()                                                                                     \
+    (i + 1 < argc ? argv[++i]                                                                      \
                   : (fprintf(stderr, "vmdr-sim: %s needs a value\n", a), exit(2), (char *)NULL))
         if (!strcmp(a, "--fixtures")) {
             if (nfix == 32) {
@@ -236,6 +255,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "vmdr-sim: --bookmark-interval wants seconds >= 0.05\n");
                 return 2;
             }
+        } else if (!strcmp(a, "--gzip")) {
+            gzip = 1;
         } else if (!strcmp(a, "--faults")) {
             faults = NEXT();
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
@@ -288,6 +309,7 @@ int main(int argc, char **argv)
     srv.quiet = quiet;
     srv.started = sim_mono();
     srv.faults.bookmark_interval = bookmark_interval;
+    srv.faults.gzip = gzip;
     pthread_mutex_init(&srv.fmu, NULL);
     if (client_ca) {
         if (read_text(client_ca, &srv.ca_pem, "client CA"))
@@ -342,8 +364,10 @@ int main(int argc, char **argv)
                 return 1;
             }
             if (!quiet)
-                fprintf(stderr, "vmdr-sim: %s: %d objects loaded, %d skipped (kinds not served, duplicates)\n",
-                        fixtures[i], loaded, skipped);
+                fprintf(
+                    stderr,
+                    "vmdr-sim: %s: %d objects loaded, %d skipped (kinds not served, duplicates)\n",
+                    fixtures[i], loaded, skipped);
         }
         if (generate)
             sim_generate(&srv.store, (int)generate);
@@ -416,22 +440,18 @@ int main(int argc, char **argv)
             /* Saved at most every 50 ms: a burst of writes is one file write. */
             pthread_mutex_lock(&srv.store.mu);
             uint64_t ch = srv.store.changes;
-            if (ch != saved) {
-                if (sim_store_save(&srv.store, state, &e))
-                    fprintf(stderr, "vmdr-sim: %s\n", e.message);
-                saved = ch;
-            }
             pthread_mutex_unlock(&srv.store.mu);
+            if (ch != saved && sim_store_save(&srv.store, state, &saved, &e))
+                fprintf(stderr, "vmdr-sim: %s\n", e.message);
         }
     }
     pthread_mutex_lock(&srv.store.mu);
     srv.store.closing = 1;
     pthread_cond_broadcast(&srv.store.cv);
-    if (state && (srv.store.changes != saved || !from_state)) {
-        if (sim_store_save(&srv.store, state, &e))
-            fprintf(stderr, "vmdr-sim: %s\n", e.message);
-    }
+    int final_save = state && (srv.store.changes != saved || !from_state);
     pthread_mutex_unlock(&srv.store.mu);
+    if (final_save && sim_store_save(&srv.store, state, NULL, &e))
+        fprintf(stderr, "vmdr-sim: %s\n", e.message);
     MHD_stop_daemon(d);
     sim_store_free(&srv.store);
     free(ca_pem);

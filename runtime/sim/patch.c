@@ -29,6 +29,77 @@ cJSON *sim_merge_patch(cJSON *target, const cJSON *patch)
     return target;
 }
 
+/* Strategic merge patch, reduced to what PVC, PV and Namespace patches from kubectl carry:
+ * a merge patch whose directives are honoured instead of stored as keys. "$patch": "delete" /
+ * "replace" on a map, "$deleteFromPrimitiveList/<list>", "$setElementOrder/<list>" and
+ * "$retainKeys" (ordering and pruning hints, ignored); metadata.finalizers and other
+ * primitive lists named "finalizers" merge as sets, as their patchStrategy says; every other
+ * list is replaced. Returns NULL when the patch deletes the target. */
+cJSON *sim_strategic_patch(cJSON *target, const cJSON *patch)
+{
+    if (!cJSON_IsObject(patch)) {
+        cJSON_Delete(target);
+        return cJSON_Duplicate(patch, 1);
+    }
+    const char *directive = NULL;
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(patch, "$patch");
+    if (cJSON_IsString(d))
+        directive = d->valuestring;
+    if (directive && !strcmp(directive, "delete")) {
+        cJSON_Delete(target);
+        return NULL;
+    }
+    if (directive && !strcmp(directive, "replace")) {
+        cJSON_Delete(target);
+        target = cJSON_CreateObject();
+    }
+    if (!cJSON_IsObject(target)) {
+        cJSON_Delete(target);
+        target = cJSON_CreateObject();
+    }
+    const cJSON *p;
+    cJSON_ArrayForEach(p, patch)
+    {
+        const char *k = p->string;
+        if (!strcmp(k, "$patch") || !strncmp(k, "$setElementOrder/", 17) ||
+            !strcmp(k, "$retainKeys"))
+            continue;
+        if (!strncmp(k, "$deleteFromPrimitiveList/", 25)) {
+            cJSON *list = cJSON_GetObjectItemCaseSensitive(target, k + 25);
+            const cJSON *v;
+            cJSON_ArrayForEach(v, p)
+            {
+                for (int i = cJSON_GetArraySize(list) - 1; cJSON_IsArray(list) && i >= 0; i--)
+                    if (cJSON_Compare(cJSON_GetArrayItem(list, i), v, 1))
+                        cJSON_DeleteItemFromArray(list, i);
+            }
+            continue;
+        }
+        if (cJSON_IsNull(p)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(target, k);
+            continue;
+        }
+        cJSON *cur = cJSON_DetachItemFromObjectCaseSensitive(target, k);
+        if (cJSON_IsArray(p) && cJSON_IsArray(cur) && !strcmp(k, "finalizers")) {
+            const cJSON *v;
+            cJSON_ArrayForEach(v, p)
+            {
+                int have = 0;
+                const cJSON *c;
+                cJSON_ArrayForEach(c, cur) have |= cJSON_Compare(c, v, 1);
+                if (!have)
+                    cJSON_AddItemToArray(cur, cJSON_Duplicate(v, 1));
+            }
+            cJSON_AddItemToObject(target, k, cur);
+            continue;
+        }
+        cJSON *merged = sim_strategic_patch(cur, p);
+        if (merged)
+            cJSON_AddItemToObject(target, k, merged);
+    }
+    return target;
+}
+
 /* Decodes one JSON pointer token (~1 -> /, ~0 -> ~). */
 static char *pointer_token(const char **p)
 {
@@ -142,6 +213,19 @@ static cJSON *remove_at(cJSON **doc, const char *path)
     return v;
 }
 
+/* Inserts v before index i. Not cJSON_InsertItemInArray: Debian 12's libcjson 1.7.15-1+deb12u4
+ * returns false for any index past 0 (its CVE-2023-50471 backport), dropping the item. */
+static void array_insert(cJSON *arr, int i, cJSON *v)
+{
+    cJSON *tail = cJSON_CreateArray();
+    while (cJSON_GetArraySize(arr) > i)
+        cJSON_AddItemToArray(tail, cJSON_DetachItemFromArray(arr, i));
+    cJSON_AddItemToArray(arr, v);
+    while (tail->child)
+        cJSON_AddItemToArray(arr, cJSON_DetachItemFromArray(tail, 0));
+    cJSON_Delete(tail);
+}
+
 static int add_at(cJSON **doc, const char *path, cJSON *value)
 {
     cJSON *parent;
@@ -160,10 +244,7 @@ static int add_at(cJSON **doc, const char *path, cJSON *value)
     } else if (cJSON_IsArray(parent)) {
         int i;
         if (!array_index(last, cJSON_GetArraySize(parent), 1, &i)) {
-            if (i == cJSON_GetArraySize(parent))
-                cJSON_AddItemToArray(parent, value);
-            else
-                cJSON_InsertItemInArray(parent, i, value);
+            array_insert(parent, i, value);
             rc = 0;
         }
     }
@@ -174,8 +255,7 @@ static int add_at(cJSON **doc, const char *path, cJSON *value)
 int sim_json_patch(cJSON **doc, const cJSON *ops, vmdr_err *err)
 {
     if (!cJSON_IsArray(ops))
-        return vmdr_err_set(err, "invalid", 400,
-                            "the JSON patch must be an array of operations");
+        return vmdr_err_set(err, "invalid", 400, "the JSON patch must be an array of operations");
     const cJSON *op;
     int n = 0;
     cJSON_ArrayForEach(op, ops)
@@ -207,8 +287,7 @@ int sim_json_patch(cJSON **doc, const cJSON *ops, vmdr_err *err)
             cJSON_Delete(v);
         } else if (!strcmp(kind, "replace")) {
             if (!value)
-                return vmdr_err_set(err, "invalid", 400,
-                                    "replace operation does not have a value");
+                return vmdr_err_set(err, "invalid", 400, "replace operation does not have a value");
             if (!get_at(*doc, path))
                 return vmdr_err_set(err, "invalid", 422,
                                     "replace operation does not apply: doc is missing key: %s",
@@ -218,8 +297,8 @@ int sim_json_patch(cJSON **doc, const cJSON *ops, vmdr_err *err)
                 cJSON *v = cJSON_Duplicate(value, 1);
                 if (add_at(doc, path, v)) {
                     cJSON_Delete(v);
-                    return vmdr_err_set(err, "invalid", 422,
-                                        "replace operation does not apply: %s", path);
+                    return vmdr_err_set(err, "invalid", 422, "replace operation does not apply: %s",
+                                        path);
                 }
             } else {
                 cJSON_Delete(*doc);
@@ -248,8 +327,8 @@ int sim_json_patch(cJSON **doc, const cJSON *ops, vmdr_err *err)
         } else if (!strcmp(kind, "test")) {
             cJSON *cur = get_at(*doc, path);
             if (!cur || !value || !cJSON_Compare(cur, value, 1))
-                return vmdr_err_set(err, "invalid", 422,
-                                    "testing value %s failed: test failed", path);
+                return vmdr_err_set(err, "invalid", 422, "testing value %s failed: test failed",
+                                    path);
         } else {
             return vmdr_err_set(err, "invalid", 400, "Unexpected kind: %s", kind);
         }

@@ -247,10 +247,18 @@ int sim_selector_matches(const sim_selector *sel, const cJSON *labels)
         const char *val = cJSON_IsString(v) ? v->valuestring : NULL;
         int ok = 0;
         switch (r->op) {
-        case OP_EXISTS: ok = val != NULL; break;
-        case OP_NOTEXISTS: ok = val == NULL; break;
-        case OP_EQ: ok = val && !strcmp(val, r->vals[0]); break;
-        case OP_NE: ok = !val || strcmp(val, r->vals[0]); break;
+        case OP_EXISTS:
+            ok = val != NULL;
+            break;
+        case OP_NOTEXISTS:
+            ok = val == NULL;
+            break;
+        case OP_EQ:
+            ok = val && !strcmp(val, r->vals[0]);
+            break;
+        case OP_NE:
+            ok = !val || strcmp(val, r->vals[0]);
+            break;
         case OP_IN:
         case OP_NOTIN: {
             int in = 0;
@@ -300,8 +308,8 @@ int sim_fieldsel_parse(sim_fieldsel *fs, const char *s, vmdr_err *err)
             }
         }
         if (!op) {
-            vmdr_err_set(err, "invalid", 400, "invalid selector: '%s'; can't understand '%s'",
-                         s, tok);
+            vmdr_err_set(err, "invalid", 400, "invalid selector: '%s'; can't understand '%s'", s,
+                         tok);
             goto fail;
         }
         char *field = tok;

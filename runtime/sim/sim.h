@@ -39,8 +39,8 @@ void *sim_xmalloc(size_t n);
 void *sim_xrealloc(void *p, size_t n);
 char *sim_xstrdup(const char *s);
 
-double sim_now(void);      /* wall clock, seconds */
-double sim_mono(void);     /* monotonic, seconds */
+double sim_now(void);  /* wall clock, seconds */
+double sim_mono(void); /* monotonic, seconds */
 void sim_rfc3339(char out[32], double t);
 int sim_parse_rfc3339(const char *s, double *out);
 void sim_human_duration(char out[32], double seconds);
@@ -60,25 +60,18 @@ int sim_read_file(const char *path, char **out, size_t *len);
 int sim_write_file_atomic(const char *path, const char *data, size_t len, int mode);
 
 /* ---- resources ----------------------------------------------------------------------- */
-enum {
-    SIM_RES_NAMESPACES,
-    SIM_RES_PVCS,
-    SIM_RES_PVS,
-    SIM_RES_VMS,
-    SIM_RES_LEASES,
-    SIM_NRES
-};
+enum { SIM_RES_NAMESPACES, SIM_RES_PVCS, SIM_RES_PVS, SIM_RES_VMS, SIM_RES_LEASES, SIM_NRES };
 
 typedef struct sim_res {
-    const char *group;      /* "" for the core group */
+    const char *group; /* "" for the core group */
     const char *version;
     const char *plural;
     const char *singular;
     const char *kind;
     const char *list_kind;
     int namespaced;
-    int custom;             /* a CRD: generation on any non-metadata/status change, no SMP */
-    int has_status;         /* a status subresource (status is ignored by the main endpoint) */
+    int custom;     /* a CRD: generation on any non-metadata/status change, no SMP */
+    int has_status; /* a status subresource (status is ignored by the main endpoint) */
     const char *short_names[3];
     const char *categories[2];
 } sim_res;
@@ -117,6 +110,9 @@ void sim_fieldsel_free(sim_fieldsel *fs);
 /* ---- patch.c ------------------------------------------------------------------------- */
 /* Applies an RFC 7386 merge patch to target (modified in place; may be replaced). */
 cJSON *sim_merge_patch(cJSON *target, const cJSON *patch);
+/* A strategic merge patch for the core types (directives honoured, finalizers merged as a
+ * set, other lists replaced); NULL when it deletes the whole target. */
+cJSON *sim_strategic_patch(cJSON *target, const cJSON *patch);
 /* Applies an RFC 6902 patch; returns 0 or -1 with err (code "invalid" or "conflict"
  * for a failed test operation). target may be replaced through *doc. */
 int sim_json_patch(cJSON **doc, const cJSON *ops, vmdr_err *err);
@@ -125,10 +121,10 @@ int sim_json_patch(cJSON **doc, const cJSON *ops, vmdr_err *err);
 /* An object's serialised JSON, shared (refcounted) between the store and list responses
  * still being sent, so a list is a snapshot of pointers rather than a copy of every byte. */
 typedef struct sim_text {
-    int refs;      /* atomic */
+    int refs; /* atomic */
     size_t len;
-    size_t bare;   /* offset of the members after apiVersion and kind ("{" + s + bare is the
-                      item as a core list carries it), 0 when not in that shape */
+    size_t bare; /* offset of the members after apiVersion and kind ("{" + s + bare is the
+                    item as a core list carries it), 0 when not in that shape */
     char s[];
 } sim_text;
 
@@ -136,8 +132,8 @@ sim_text *sim_text_ref(sim_text *t);
 void sim_text_unref(sim_text *t);
 
 typedef struct sim_obj {
-    char *key;  /* "ns/name", or "name" for cluster-scoped objects: etcd key order */
-    char *ns;   /* "" for cluster-scoped */
+    char *key; /* "ns/name", or "name" for cluster-scoped objects: etcd key order */
+    char *ns;  /* "" for cluster-scoped */
     char *name;
     cJSON *json;
     sim_text *ref;
@@ -156,9 +152,9 @@ typedef struct sim_event {
     uint64_t rv;
     int res, type;
     char *ns, *name;
-    char *text;         /* the object (for DELETED: its last state at the deletion RV) */
+    char *text; /* the object (for DELETED: its last state at the deletion RV) */
     size_t len;
-    char *prev_text;    /* MODIFIED: the previous state at this RV (a selected watch's DELETED) */
+    char *prev_text; /* MODIFIED: the previous state at this RV (a selected watch's DELETED) */
     size_t prev_len;
     cJSON *labels, *prev_labels;
 } sim_event;
@@ -166,14 +162,14 @@ typedef struct sim_event {
 typedef struct sim_store {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    uint64_t rv;          /* the last resourceVersion issued (one global counter, as etcd) */
-    uint64_t floor;       /* history starts after this RV: older watches get 410 Gone */
+    uint64_t rv;    /* the last resourceVersion issued (one global counter, as etcd) */
+    uint64_t floor; /* history starts after this RV: older watches get 410 Gone */
     sim_coll coll[SIM_NRES];
-    sim_event *ev;        /* ring of the most recent events */
+    sim_event *ev; /* ring of the most recent events */
     size_t ev_cap, ev_head, ev_n;
-    uint64_t changes;     /* bumped on each change: the persister saves when it moves */
-    int closing;          /* shutting down: watch streams end */
-    uint64_t epoch;       /* bumped by a restart fault: older watch streams end */
+    uint64_t changes; /* bumped on each change: the persister saves when it moves */
+    int closing;      /* shutting down: watch streams end */
+    uint64_t epoch;   /* bumped by a restart fault: older watch streams end */
 } sim_store;
 
 void sim_store_init(sim_store *st, size_t history);
@@ -197,7 +193,8 @@ cJSON *sim_normalise(int res, cJSON *obj);
 /* Fills metadata the API server sets on create (uid, creationTimestamp, generation). */
 void sim_store_stamp_new(int res, cJSON *obj);
 
-int sim_store_save(sim_store *st, const char *path, vmdr_err *err);
+/* Saves atomically; takes the lock itself. *changes gets the change counter saved. */
+int sim_store_save(sim_store *st, const char *path, uint64_t *changes, vmdr_err *err);
 int sim_store_load_state(sim_store *st, const char *path, vmdr_err *err);
 
 /* ---- load.c -------------------------------------------------------------------------- */
@@ -210,35 +207,36 @@ cJSON *sim_yaml_parse_all(const char *text, size_t len, vmdr_err *err);
 
 /* ---- http.c -------------------------------------------------------------------------- */
 typedef struct sim_fail_rule {
-    int count;           /* requests still to fail */
+    int count; /* requests still to fail */
     int status;
-    int retry_after;     /* seconds, for 429/503; 0 = no header */
-    char verb[16];       /* "" = any */
-    char prefix[256];    /* "" = any path */
+    int retry_after;  /* seconds, for 429/503; 0 = no header */
+    char verb[16];    /* "" = any */
+    char prefix[256]; /* "" = any path */
 } sim_fail_rule;
 
 typedef struct sim_faults {
     sim_fail_rule fail;
-    int drop_watch_after;   /* end each watch stream abruptly after N events; 0 = never */
+    int drop_watch_after; /* end each watch stream abruptly after N events; 0 = never */
     int delay_ms;
     int reject_auth;
-    int garble_count;       /* malformed replies: the next N API responses */
-    char garble[16];        /* "truncate" | "html" | "content-type" */
+    int garble_count; /* malformed replies: the next N API responses */
+    char garble[16];  /* "truncate" | "html" | "content-type" */
     char garble_prefix[256];
     double bookmark_interval;
+    int gzip; /* gzip responses over 128 KiB to clients that accept it */
 } sim_faults;
 
 typedef struct sim_server {
     sim_store store;
-    pthread_mutex_t fmu;    /* guards faults */
+    pthread_mutex_t fmu; /* guards faults */
     sim_faults faults;
-    const char *token;      /* NULL: no bearer auth */
-    int client_ca;          /* client certificates are checked */
-    char *ca_pem;           /* --client-ca contents (GnuTLS trust) */
+    const char *token; /* NULL: no bearer auth */
+    int client_ca;     /* client certificates are checked */
+    char *ca_pem;      /* --client-ca contents (GnuTLS trust) */
     int tls;
     char host[64];
     int port;
-    int restart_seconds;    /* set by the admin endpoint; main.c acts on it */
+    int restart_seconds; /* set by the admin endpoint; main.c acts on it */
     int quiet;
     uint64_t requests;
     double started;

@@ -8,17 +8,61 @@
 #include "sim.h"
 
 const sim_res sim_resources[SIM_NRES] = {
-    [SIM_RES_NAMESPACES] = {"", "v1", "namespaces", "namespace", "Namespace", "NamespaceList", 0,
-                            0, 1, {"ns", NULL, NULL}, {NULL, NULL}},
-    [SIM_RES_PVCS] = {"", "v1", "persistentvolumeclaims", "persistentvolumeclaim",
-                      "PersistentVolumeClaim", "PersistentVolumeClaimList", 1, 0, 1,
-                      {"pvc", NULL, NULL}, {NULL, NULL}},
-    [SIM_RES_PVS] = {"", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume",
-                     "PersistentVolumeList", 0, 0, 1, {"pv", NULL, NULL}, {NULL, NULL}},
-    [SIM_RES_VMS] = {"kubevirt.io", "v1", "virtualmachines", "virtualmachine", "VirtualMachine",
-                     "VirtualMachineList", 1, 1, 1, {"vm", "vms", NULL}, {"all", NULL}},
-    [SIM_RES_LEASES] = {"coordination.k8s.io", "v1", "leases", "lease", "Lease", "LeaseList", 1,
-                        0, 0, {NULL, NULL, NULL}, {NULL, NULL}},
+    [SIM_RES_NAMESPACES] = {"",
+                            "v1",
+                            "namespaces",
+                            "namespace",
+                            "Namespace",
+                            "NamespaceList",
+                            0,
+                            0,
+                            1,
+                            {"ns", NULL, NULL},
+                            {NULL, NULL}},
+    [SIM_RES_PVCS] = {"",
+                      "v1",
+                      "persistentvolumeclaims",
+                      "persistentvolumeclaim",
+                      "PersistentVolumeClaim",
+                      "PersistentVolumeClaimList",
+                      1,
+                      0,
+                      1,
+                      {"pvc", NULL, NULL},
+                      {NULL, NULL}},
+    [SIM_RES_PVS] = {"",
+                     "v1",
+                     "persistentvolumes",
+                     "persistentvolume",
+                     "PersistentVolume",
+                     "PersistentVolumeList",
+                     0,
+                     0,
+                     1,
+                     {"pv", NULL, NULL},
+                     {NULL, NULL}},
+    [SIM_RES_VMS] = {"kubevirt.io",
+                     "v1",
+                     "virtualmachines",
+                     "virtualmachine",
+                     "VirtualMachine",
+                     "VirtualMachineList",
+                     1,
+                     1,
+                     1,
+                     {"vm", "vms", NULL},
+                     {"all", NULL}},
+    [SIM_RES_LEASES] = {"coordination.k8s.io",
+                        "v1",
+                        "leases",
+                        "lease",
+                        "Lease",
+                        "LeaseList",
+                        1,
+                        0,
+                        0,
+                        {NULL, NULL, NULL},
+                        {NULL, NULL}},
 };
 
 int sim_res_find(const char *group, const char *version, const char *plural)
@@ -381,10 +425,15 @@ void sim_store_ensure_ns(sim_store *st, const char *ns)
     sim_store_put(st, SIM_RES_NAMESPACES, o, 1);
 }
 
-/* State file: {"resourceVersion": N, "objects": [...]} — the objects as served. */
-int sim_store_save(sim_store *st, const char *path, vmdr_err *err)
+/* State file: {"resourceVersion": N, "objects": [...]} — the objects as served. Serialised
+ * under the lock, written (and fsynced) after it is released so requests do not wait on the
+ * disk. */
+int sim_store_save(sim_store *st, const char *path, uint64_t *changes, vmdr_err *err)
 {
     sim_buf b = {0};
+    pthread_mutex_lock(&st->mu);
+    if (changes)
+        *changes = st->changes;
     sim_buf_printf(&b, "{\"resourceVersion\":%llu,\"objects\":[", (unsigned long long)st->rv);
     int first = 1;
     for (int r = 0; r < SIM_NRES; r++) {
@@ -396,6 +445,7 @@ int sim_store_save(sim_store *st, const char *path, vmdr_err *err)
         }
     }
     sim_buf_adds(&b, "]}\n");
+    pthread_mutex_unlock(&st->mu);
     int rc = sim_write_file_atomic(path, b.p, b.n, 0600);
     sim_buf_free(&b);
     if (rc)

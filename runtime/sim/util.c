@@ -90,11 +90,21 @@ void sim_buf_json_str(sim_buf *b, const char *s)
     sim_buf_add(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         switch (*p) {
-        case '"': sim_buf_add(b, "\\\"", 2); break;
-        case '\\': sim_buf_add(b, "\\\\", 2); break;
-        case '\n': sim_buf_add(b, "\\n", 2); break;
-        case '\r': sim_buf_add(b, "\\r", 2); break;
-        case '\t': sim_buf_add(b, "\\t", 2); break;
+        case '"':
+            sim_buf_add(b, "\\\"", 2);
+            break;
+        case '\\':
+            sim_buf_add(b, "\\\\", 2);
+            break;
+        case '\n':
+            sim_buf_add(b, "\\n", 2);
+            break;
+        case '\r':
+            sim_buf_add(b, "\\r", 2);
+            break;
+        case '\t':
+            sim_buf_add(b, "\\t", 2);
+            break;
         default:
             if (*p < 0x20)
                 sim_buf_printf(b, "\\u%04x", *p);
@@ -197,8 +207,7 @@ void sim_uuid(char out[37])
     }
     r[6] = (r[6] & 0x0f) | 0x40;
     r[8] = (r[8] & 0x3f) | 0x80;
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0],
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0],
              r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13],
              r[14], r[15]);
 }

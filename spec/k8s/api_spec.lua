@@ -89,8 +89,10 @@ describe("vmdr.k8s against vmdr-sim (HTTPS, token)", function()
 
   setup(function()
     dir = h.tmpdir("k8s-api")
-    s = kt.sim { fixtures = fixtures(dir .. "/fixtures"), tls = true, token = "sim-token-abcdef123" }
-    c = assert(k8s.client { kubeconfig = s.kubeconfig, retries = 3, backoff = 0.01, backoff_max = 0.05 })
+    s = kt.sim { fixtures = fixtures(dir .. "/fixtures"), tls = true,
+      token = "sim-token-abcdef123" }
+    c = assert(k8s.client { kubeconfig = s.kubeconfig, retries = 3, backoff = 0.01,
+      backoff_max = 0.05 })
   end)
   teardown(function()
     if c then c:close() end
@@ -100,7 +102,8 @@ describe("vmdr.k8s against vmdr-sim (HTTPS, token)", function()
 
   it("resolves resource names as kubectl takes them", function()
     local want = {
-      vm = { "kubevirt.io", "virtualmachines", true }, vms = { "kubevirt.io", "virtualmachines", true },
+      vm = { "kubevirt.io", "virtualmachines", true }, vms = { "kubevirt.io", "virtualmachines",
+        true },
       ["virtualmachines.kubevirt.io"] = { "kubevirt.io", "virtualmachines", true },
       virtualmachine = { "kubevirt.io", "virtualmachines", true },
       pvc = { "", "persistentvolumeclaims", true }, pv = { "", "persistentvolumes", false },
@@ -152,7 +155,8 @@ describe("vmdr.k8s against vmdr-sim (HTTPS, token)", function()
       ["dr.demojam.com/enabled=true"] = 8, ["dr.demojam.com/enabled==true"] = 8,
       ["dr.demojam.com/enabled!=true"] = 4, ["app.kubernetes.io/tier in (db,cache)"] = 8,
       ["app.kubernetes.io/tier notin (db)"] = 8, ["dr.demojam.com/enabled"] = 8,
-      ["!dr.demojam.com/enabled"] = 4, ["dr.demojam.com/enabled=true,app.kubernetes.io/tier=web"] = 3,
+      ["!dr.demojam.com/enabled"] = 4,
+        ["dr.demojam.com/enabled=true,app.kubernetes.io/tier=web"] = 3,
     }
     for sel, n in pairs(cases) do
       local l = assert(c:list("vm", { labelSelector = sel }))
@@ -180,7 +184,8 @@ describe("vmdr.k8s against vmdr-sim (HTTPS, token)", function()
     -- the second page fails more often than the client retries
     local l1 = assert(c:list("vm", { limit = 5 }))
     assert.equals(12, #l1.items)
-    s.admin { fail = { count = 10, status = 500, path_prefix = "/apis/kubevirt.io/v1/virtualmachines" } }
+    s.admin { fail = { count = 10, status = 500,
+      path_prefix = "/apis/kubevirt.io/v1/virtualmachines" } }
     local l, err = c:list("vm", { limit = 5 })
     assert.is_nil(l)
     assert.equals("unavailable", err.code)
@@ -213,7 +218,8 @@ describe("vmdr.k8s against vmdr-sim (HTTPS, token)", function()
   end)
 
   it("patches with merge, JSON and strategic merge patches", function()
-    local p = assert(c:patch("vm", "prod-b", "vm-02", { metadata = { labels = { patched = "merge" } } }))
+    local p = assert(c:patch("vm", "prod-b", "vm-02",
+      { metadata = { labels = { patched = "merge" } } }))
     assert.equals("merge", p.metadata.labels.patched)
     p = assert(c:patch("vm", "prod-b", "vm-02", {
       { op = "replace", path = "/metadata/labels/patched", value = "json" } }, { type = "json" }))
@@ -293,7 +299,8 @@ describe("vmdr.k8s against vmdr-sim (HTTPS, token)", function()
     end)
 
     it("reports a wrong token as unauthorized", function()
-      local bad = assert(k8s.client { server = s.url, ca_data = s.ca_pem, token = "wrong-token-zzz" })
+      local bad = assert(k8s.client { server = s.url, ca_data = s.ca_pem,
+        token = "wrong-token-zzz" })
       local r, err = bad:get({ group = "kubevirt.io", version = "v1", resource = "virtualmachines",
         namespaced = true }, "prod-a", "vm-01")
       bad:close()
@@ -332,4 +339,27 @@ describe("vmdr.k8s against vmdr-sim (HTTPS, token)", function()
     end)
   end)
   local _ = kt
+end)
+
+describe("vmdr.k8s against vmdr-sim --gzip", function()
+  it("lists, gets and watches through compressed responses", function()
+    local s = kt.sim { generate = 300, tls = true, token = "gzip-token-12345", args = { "--gzip" } }
+    local c = assert(k8s.client { kubeconfig = s.kubeconfig })
+    local ok, err = pcall(function()
+      local all = assert(c:list("vm", { limit = 0 }))
+      assert.equals(300, #all.items)
+      local paged = assert(c:list("vm", { limit = 120,
+        labelSelector = "dr.demojam.com/enabled=true" }))
+      assert.equals(300, #paged.items)
+      local one = assert(c:get("vm", all.items[7].metadata.namespace, all.items[7].metadata.name))
+      assert.equals(all.items[7].metadata.uid, one.metadata.uid)
+      -- and the same bytes arrive compressed on the wire
+      local r = s.curl { path = "/apis/kubevirt.io/v1/virtualmachines",
+        headers = { "Accept-Encoding: gzip" } }
+      assert.matches("[Cc]ontent%-[Ee]ncoding: gzip", r.headers)
+    end)
+    c:close()
+    s.stop()
+    assert(ok, err)
+  end)
 end)

@@ -14,7 +14,8 @@ local POD = { kind = "Pod", apiVersion = "v1", metadata = { name = "p", namespac
 describe("vmdr.k8s configuration", function()
   local dir, certs, srv, mtls, n = nil, nil, nil, nil, 0
 
-  local routes = { { path = "/api/v1/namespaces/", prefix = true, replies = { kt.reply(200, POD) } } }
+  local routes = {
+    { path = "/api/v1/namespaces/", prefix = true, replies = { kt.reply(200, POD) } } }
 
   setup(function()
     dir = h.tmpdir("k8s-config")
@@ -30,7 +31,8 @@ describe("vmdr.k8s configuration", function()
   -- a kubeconfig with one context "t" for server url, user u
   local function kc(cluster, user, extra)
     n = n + 1
-    local t = { clusters = { { name = "c", cluster = cluster } }, users = { { name = "u", user = user } },
+    local t = { clusters = { { name = "c", cluster = cluster } },
+      users = { { name = "u", user = user } },
       contexts = { { name = "t", context = { cluster = "c", user = "u", namespace = "ns" } } },
       ["current-context"] = "t" }
     for k, v in pairs(extra or {}) do t[k] = v end
@@ -63,13 +65,15 @@ describe("vmdr.k8s configuration", function()
     end)
 
     it("reads certificate-authority relative to the kubeconfig's directory", function()
-      local p = kc({ server = srv.url, ["certificate-authority"] = "ca.crt" }, { token = "tok-ca-file-1" })
+      local p = kc({ server = srv.url, ["certificate-authority"] = "ca.crt" },
+        { token = "tok-ca-file-1" })
       h.write(p:match("^(.*)/") .. "/ca.crt", certs.ca_pem)
       assert(get_through(p))
     end)
 
     it("refuses a server its CA did not sign: code tls", function()
-      local p = kc({ server = srv.url, ["certificate-authority"] = certs.other_crt }, { token = "tok-x-1234" })
+      local p = kc({ server = srv.url, ["certificate-authority"] = certs.other_crt },
+        { token = "tok-x-1234" })
       local obj, err = get_through(p)
       assert.is_nil(obj)
       assert.equals("tls", err.code)
@@ -87,11 +91,13 @@ describe("vmdr.k8s configuration", function()
     end)
 
     it("insecure-skip-tls-verify connects without a CA and logs a warning", function()
-      local p = kc({ server = srv.url, ["insecure-skip-tls-verify"] = true }, { token = "tok-insec-1" })
+      local p = kc({ server = srv.url, ["insecure-skip-tls-verify"] = true },
+        { token = "tok-insec-1" })
       local s = h.write(dir .. "/insecure.lua", string.format([[
         local k8s = require "vmdr.k8s"
         local c = assert(k8s.client { kubeconfig = %q })
-        assert(c:get({ group = "", version = "v1", resource = "pods", namespaced = true }, nil, "p"))
+        assert(c:get({ group = "", version = "v1", resource = "pods", namespaced = true }, nil,
+          "p"))
         io.stdout:write("ok\n")
       ]], p))
       local r = h.run { s }
@@ -117,7 +123,8 @@ describe("vmdr.k8s configuration", function()
     end)
 
     it("fails cleanly when the server wants a client certificate and gets none", function()
-      local p = kc({ server = mtls.url, ["certificate-authority"] = certs.ca_crt }, { token = "tok-nocert" })
+      local p = kc({ server = mtls.url, ["certificate-authority"] = certs.ca_crt },
+        { token = "tok-nocert" })
       local obj, err = get_through(p)
       assert.is_nil(obj)
       assert.is_truthy(err.code == "tls" or err.code == "unreachable", err.code)
@@ -134,7 +141,8 @@ describe("vmdr.k8s configuration", function()
       local tf = h.write(dir .. "/token", "tok-one-1234\n")
       srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = {
         kt.reply(200, POD), kt.status(401, "Unauthorized", "Unauthorized"), kt.reply(200, POD) } } }
-      local p = kc({ server = srv.url, ["certificate-authority"] = certs.ca_crt }, { tokenFile = tf })
+      local p = kc({ server = srv.url, ["certificate-authority"] = certs.ca_crt },
+        { tokenFile = tf })
       local c = assert(k8s.client { kubeconfig = p })
       assert(c:get(PODS, nil, "p"))
       assert.equals("Bearer tok-one-1234", last_auth(srv))
@@ -165,7 +173,8 @@ EOF
 ]], count, seen))
         local cfg = kc({ server = srv.url, ["certificate-authority"] = certs.ca_crt },
           { exec = { apiVersion = "client.authentication.k8s.io/v1", command = p,
-            args = { "get-token", "a b; $(id) 'q'" }, env = { { name = "PLUGIN_MODE", value = "test" } },
+            args = { "get-token", "a b; $(id) 'q'" }, env = { { name = "PLUGIN_MODE",
+              value = "test" } },
             interactiveMode = "Never" } })
         local c = assert(k8s.client { kubeconfig = cfg })
         assert(c:get(PODS, nil, "p"))
@@ -240,7 +249,8 @@ EOF
         local k8s = require "vmdr.k8s"
         local log = require "vmdr.log"
         local c = assert(k8s.client { kubeconfig = %q })
-        local _, err = c:get({ group = "", version = "v1", resource = "pods", namespaced = true }, nil, "p")
+        local _, err = c:get({ group = "", version = "v1", resource = "pods", namespaced = true },
+          nil, "p")
         log.info("failed " .. tostring(err), { auth = c._auth.token, key = %q })
         error(err)
       ]], p, certs.client_key_pem:sub(100, 160)))
@@ -249,16 +259,19 @@ EOF
       assert.equals(3, r.code)
       assert.matches("forbidden: GET", r.stderr)
       assert.not_matches("very%-secret%-token", r.stdout .. r.stderr)
-      assert.not_matches(certs.client_key_pem:sub(100, 160):gsub("%p", "%%%0"), r.stdout .. r.stderr)
+      assert.not_matches(certs.client_key_pem:sub(100, 160):gsub("%p", "%%%0"),
+        r.stdout .. r.stderr)
     end)
   end)
 
   describe("kubeconfig files", function()
     it("merges several files like kubectl: the first to name an entry wins", function()
       local a = kt.kubeconfig(dir .. "/merge/a", { ["current-context"] = "one",
-        contexts = { { name = "one", context = { cluster = "c1", user = "u1", namespace = "first" } } },
+        contexts = { { name = "one", context = { cluster = "c1", user = "u1",
+          namespace = "first" } } },
         users = { { name = "u1", user = { token = "tok-from-a-123" } } },
-        clusters = { { name = "c1", cluster = { server = srv.url, ["certificate-authority"] = certs.ca_crt } } } })
+        clusters = { { name = "c1", cluster = { server = srv.url,
+          ["certificate-authority"] = certs.ca_crt } } } })
       local b = kt.kubeconfig(dir .. "/merge/b", { ["current-context"] = "two",
         contexts = { { name = "one", context = { cluster = "nope", user = "nope" } },
           { name = "two", context = { cluster = "c1", user = "u2" } } },
@@ -278,12 +291,28 @@ EOF
       c:close()
     end)
 
+    it("goes through a cluster's proxy-url", function()
+      -- the scripted server plays the proxy: it sees the absolute URL of the request
+      local proxy = kt.script_server(h.tmpdir("k8s-proxy"),
+        { { path = "http://api.k8s.invalid/api/v1/namespaces/ns/pods/p",
+        replies = { kt.reply(200, POD) } } })
+      local p = kc({ server = "http://api.k8s.invalid", ["proxy-url"] = proxy.url },
+        { token = "tok-proxy-123" })
+      local obj, err = get_through(p)
+      proxy.stop()
+      assert.is_table(obj, tostring(err))
+      local reqs = proxy.requests()
+      assert.equals("Bearer tok-proxy-123", reqs[#reqs].headers.Authorization)
+    end)
+
     it("reads KUBECONFIG with several paths, skipping missing ones", function()
-      local a = kc({ server = srv.url, ["certificate-authority"] = certs.ca_crt }, { token = "tok-env-123" })
+      local a = kc({ server = srv.url, ["certificate-authority"] = certs.ca_crt },
+        { token = "tok-env-123" })
       local s = h.write(dir .. "/env.lua", [[
         local k8s = require "vmdr.k8s"
         local c = assert(k8s.client())
-        assert(c:get({ group = "", version = "v1", resource = "pods", namespaced = true }, nil, "p"))
+        assert(c:get({ group = "", version = "v1", resource = "pods", namespaced = true }, nil,
+          "p"))
         io.stdout:write(c.context, "\n")
       ]])
       local r = h.run({ s }, { KUBECONFIG = dir .. "/missing-one:" .. a })
@@ -360,12 +389,14 @@ users:
     end)
 
     it("names the field holding invalid base64", function()
-      local p = kc({ server = srv.url, ["certificate-authority-data"] = "not*base64!" }, { token = "x-123456" })
+      local p = kc({ server = srv.url, ["certificate-authority-data"] = "not*base64!" },
+        { token = "x-123456" })
       local c, err = k8s.client { kubeconfig = p }
       assert.is_nil(c)
       assert.equals("config", err.code)
       assert.matches('clusters%["c"%]%.certificate%-authority%-data: invalid base64', err.message)
-      p = kc({ server = srv.url }, { ["client-certificate-data"] = kt.b64("x"), ["client-key-data"] = "%%%" })
+      p = kc({ server = srv.url }, { ["client-certificate-data"] = kt.b64("x"),
+        ["client-key-data"] = "%%%" })
       c, err = k8s.client { kubeconfig = p }
       assert.is_nil(c)
       assert.matches('users%["u"%]%.client%-key%-data: invalid base64', err.message)

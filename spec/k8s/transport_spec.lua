@@ -34,7 +34,8 @@ describe("vmdr.k8s transport", function()
   after_each(function() c:close() end)
 
   it("rejects truncated JSON with a clean bad_response error", function()
-    srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = { kt.reply(200, '{"kind":"Pod","meta') } } }
+    srv.set { { path = "/api/v1/namespaces/ns/pods/p",
+      replies = { kt.reply(200, '{"kind":"Pod","meta') } } }
     local obj, err = c:get(PODS, "ns", "p")
     assert.is_nil(obj)
     assert.equals("bad_response", err.code)
@@ -69,6 +70,50 @@ describe("vmdr.k8s transport", function()
     assert.matches("remaining", err.message)
   end)
 
+  it("fails a list cut short inside its items, never returning fewer items", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods", replies = { kt.reply(200,
+      '{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"5"},"items":['
+        .. '{"metadata":{"name":"a"}},{"metadata":{"name":"b"}},{"metadata":{"na') } } }
+    local l, err = c:list(PODS, { namespace = "ns" })
+    assert.is_nil(l)
+    assert.equals("bad_response", err.code)
+    assert.matches("after 2 complete items", err.message)
+  end)
+
+  it("fails a list with an item that is not JSON", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods", replies = { kt.reply(200,
+      '{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"5"},"items":['
+        .. '{"metadata":{"name":"a"}},{"metadata":{"name":nope}}]}') } } }
+    local l, err = c:list(PODS, { namespace = "ns" })
+    assert.is_nil(l)
+    assert.equals("bad_response", err.code)
+    assert.matches("items%[1%]", err.message)
+  end)
+
+  it("lists across pages, keeping the first page's envelope and every item", function()
+    srv.set { { path = "/api/v1/pods", replies = {
+      kt.reply(200, { kind = "PodList", apiVersion = "v1", metadata = { resourceVersion = "9",
+        ["continue"] = "tok1" }, items = { pod("a", "1"), pod("b", "2") } }),
+      kt.reply(200, { kind = "PodList", apiVersion = "v1", metadata = { resourceVersion = "9",
+        ["continue"] = "tok2" }, items = { pod("c", "3") } }),
+      kt.reply(200, { kind = "PodList", apiVersion = "v1", metadata = { resourceVersion = "9" },
+        items = setmetatable({}, require("vmdr.json").array_mt) }) } } }
+    local before = #srv.requests()
+    local l = assert(c:list(PODS, { limit = 2, labelSelector = "app in (x,y)" }))
+    local got = {}
+    for i, it in ipairs(l.items) do got[i] = it.metadata.name end
+    assert.same({ "a", "b", "c" }, got)
+    assert.equals("9", l.metadata.resourceVersion)
+    assert.is_nil(l.metadata["continue"])
+    assert.equals("PodList", l.kind)
+    local reqs = srv.requests()
+    assert.equals(3, #reqs - before)
+    assert.equals("/api/v1/pods?labelSelector=app%20in%20%28x%2Cy%29&limit=2",
+      reqs[before + 1].path)
+    assert.matches("continue=tok1", reqs[before + 2].path)
+    assert.matches("continue=tok2", reqs[before + 3].path)
+  end)
+
   it("maps API Status replies to codes with reason and message", function()
     local cases = {
       { 404, "NotFound", "not_found" }, { 409, "Conflict", "conflict" }, { 410, "Gone", "gone" },
@@ -101,7 +146,8 @@ describe("vmdr.k8s transport", function()
 
   it("gives up after the configured retries with the last error", function()
     srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = {
-      { status = 502, headers = { ["Content-Type"] = "text/html" }, body = "<h1>Bad Gateway</h1>" } } } }
+      { status = 502, headers = { ["Content-Type"] = "text/html" },
+        body = "<h1>Bad Gateway</h1>" } } } }
     local before = #srv.requests()
     local obj, err = c:get(PODS, "ns", "p")
     assert.is_nil(obj)
@@ -139,7 +185,8 @@ describe("vmdr.k8s transport", function()
   end)
 
   it("keeps one connection alive across calls and asks for gzip", function()
-    srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = { kt.reply(200, pod("p", "1")) } } }
+    srv.set { { path = "/api/v1/namespaces/ns/pods/p", replies = { kt.reply(200, pod("p",
+      "1")) } } }
     local before = #srv.requests()
     for _ = 1, 5 do assert(c:get(PODS, "ns", "p")) end
     local reqs = srv.requests()
@@ -152,10 +199,27 @@ describe("vmdr.k8s transport", function()
     assert.equals("Bearer transport-token-123", reqs[#reqs].headers.Authorization)
   end)
 
+  it("decodes a gzip-compressed response, a list included", function()
+    local items = {}
+    for i = 1, 300 do items[i] = pod("p" .. i, tostring(i)) end
+    srv.set { { path = "/api/v1/pods", replies = { kt.reply(200, { kind = "PodList",
+      apiVersion = "v1",
+      metadata = { resourceVersion = "300" }, items = items }, { gzip = true }) } } }
+    local l = assert(c:list(PODS))
+    assert.equals(300, #l.items)
+    assert.equals("p300", l.items[300].metadata.name)
+    local reqs = srv.requests()
+    assert.matches("gzip", reqs[#reqs].headers["Accept-Encoding"])
+  end)
+
   it("request() returns other verbs' answers and raw bytes", function()
-    srv.set { { path = "/healthz", replies = { { status = 200, headers = { ["Content-Type"] = "text/plain" },
+    srv.set { { path = "/healthz", replies = { { status = 200,
+      headers = { ["Content-Type"] = "text/plain" },
       body = "ok" } } },
-      { path = "/apis/x/v1/things", method = "POST", replies = { kt.reply(201, { kind = "Thing" }) } } }
+      { path = "/apis/x/v1/things", method = "POST",
+        replies = { kt.reply(201, { kind = "Thing" }) } },
+      { path = "/apis/x/v1/things/t", method = "DELETE", replies = { { status = 204 } } } }
+    assert.is_true((c:request("DELETE", "/apis/x/v1/things/t")))
     local body, status = c:request("GET", "/healthz", nil, { raw = true })
     assert.equals("ok", body)
     assert.equals(200, status)
@@ -174,7 +238,8 @@ describe("vmdr.k8s transport", function()
     assert.is_true(c2:close())
     assert.is_true(c2:close())
     assert.matches("closed", tostring(c2))
-    assert.has_error(function() c2:get(PODS, "ns", "p") end, "attempt to use a closed vmdr.k8s.Client")
+    assert.has_error(function() c2:get(PODS, "ns", "p") end,
+      "attempt to use a closed vmdr.k8s.Client")
   end)
 
   it("fails a watch on a malformed event line, after its retries, with a raised error", function()
@@ -182,7 +247,8 @@ describe("vmdr.k8s transport", function()
       headers = { ["Content-Type"] = "application/json" },
       lines = { '{"type":"ADDED","object":{"kind":"Pod","metadata":{"name":"a","resourceVersion":"5"}}}\n',
         '{"type":"MODIF\n' } },
-      { status = 200, headers = { ["Content-Type"] = "application/json" }, lines = { "<oops>\n" } } } } }
+      { status = 200, headers = { ["Content-Type"] = "application/json" },
+        lines = { "<oops>\n" } } } } }
     local seen = {}
     local ok, err = pcall(function()
       for t, obj in c:watch(PODS, { namespace = "ns", resourceVersion = "1", max_failures = 2,
@@ -239,7 +305,8 @@ describe("vmdr.k8s transport", function()
   end)
 
   it("stops a blocked call on SIGINT with code interrupted", function()
-    srv.set { { path = "/slow", replies = { { status = 200, headers = { ["Content-Type"] = "application/json" },
+    srv.set { { path = "/slow", replies = { { status = 200,
+      headers = { ["Content-Type"] = "application/json" },
       lines = { "{", "}" }, delay = 60 } } } }
     local s = h.write(dir .. "/slow.lua", string.format([[
       local k8s = require "vmdr.k8s"
@@ -252,6 +319,27 @@ describe("vmdr.k8s transport", function()
     local r = h.run_signalled({ s }, "INT", "ready")
     assert.equals(130, r.code)
     assert.matches("nil interrupted", r.stdout)
+  end)
+
+  it("stops a watch waiting for events on SIGTERM, closing its stream", function()
+    srv.set { { path = "/api/v1/namespaces/ns/pods", replies = { { status = 200,
+      headers = { ["Content-Type"] = "application/json" },
+      lines = { '{"type":"BOOKMARK","object":{"kind":"Pod","metadata":{"resourceVersion":"3"}}}\n', "\n" },
+      delay = 60 } } } }
+    local s = h.write(dir .. "/watchsig.lua", string.format([[
+      local k8s = require "vmdr.k8s"
+      local c = assert(k8s.client { server = %q, token = "x" })
+      io.stdout:write("ready\n"); io.stdout:flush()
+      local ok, err = pcall(function()
+        for _ in c:watch({ group = "", version = "v1", resource = "pods", namespaced = true },
+          { namespace = "ns", resourceVersion = "1" }) do end
+      end)
+      io.stdout:write(tostring(ok), " ", type(err) == "table" and err.code or tostring(err), "\n")
+      return 1
+    ]], srv.url))
+    local r = h.run_signalled({ s }, "TERM", "ready")
+    assert.equals(130, r.code)
+    assert.matches("false interrupted", r.stdout)
   end)
 
   it("goes through the proxy named in the environment, as curl does", function()

@@ -34,7 +34,8 @@ describe("vmdr.k8s watch against vmdr-sim", function()
   setup(function()
     dir = h.tmpdir("k8s-watch")
     s = kt.sim { fixtures = fixtures(dir .. "/fixtures"), tls = true, token = "watch-token-12345" }
-    c = assert(k8s.client { kubeconfig = s.kubeconfig, retries = 3, backoff = 0.01, backoff_max = 0.05 })
+    c = assert(k8s.client { kubeconfig = s.kubeconfig, retries = 3, backoff = 0.01,
+      backoff_max = 0.05 })
   end)
   teardown(function()
     if c then c:close() end
@@ -44,7 +45,8 @@ describe("vmdr.k8s watch against vmdr-sim", function()
 
   local function touch(ns, name)
     n = n + 1
-    return assert(c:patch("vm", ns, name, { metadata = { annotations = { ["vmdr.test/touch"] = tostring(n) } } }))
+    return assert(c:patch("vm", ns, name,
+      { metadata = { annotations = { ["vmdr.test/touch"] = tostring(n) } } }))
   end
 
   it("starts with a RESYNC of the full set, then delivers changes in order", function()
@@ -91,9 +93,11 @@ describe("vmdr.k8s watch against vmdr-sim", function()
     assert.equals("RESYNC", (it()))
     local src = assert(c:get("vm", "odd", "w-5"))
     local obj = { apiVersion = src.apiVersion, kind = src.kind, spec = src.spec,
-      metadata = { name = "w-new", namespace = "odd", labels = { ["dr.demojam.com/enabled"] = "true" } } }
+      metadata = { name = "w-new", namespace = "odd",
+        labels = { ["dr.demojam.com/enabled"] = "true" } } }
     assert(c:create("vm", obj))
-    assert(c:patch("vm", "even", "w-4", { metadata = { labels = { ["dr.demojam.com/enabled"] = "false" } } }))
+    assert(c:patch("vm", "even", "w-4",
+      { metadata = { labels = { ["dr.demojam.com/enabled"] = "false" } } }))
     assert(c:delete("vm", "odd", "w-new"))
     local seen = {}
     for _ = 1, 3 do
@@ -102,7 +106,8 @@ describe("vmdr.k8s watch against vmdr-sim", function()
     end
     w:close()
     assert.same({ "ADDED:w-new", "DELETED:w-4", "DELETED:w-new" }, seen)
-    assert(c:patch("vm", "even", "w-4", { metadata = { labels = { ["dr.demojam.com/enabled"] = "true" } } }))
+    assert(c:patch("vm", "even", "w-4",
+      { metadata = { labels = { ["dr.demojam.com/enabled"] = "true" } } }))
   end)
 
   it("yields IDLE after opts.idle seconds without an event, and never a BOOKMARK", function()
@@ -165,7 +170,8 @@ describe("vmdr.k8s watch against vmdr-sim", function()
     for t, o in it do
       if t == "IDLE" and not changed then
         -- fails while the server is down; succeeds once it is back
-        changed = quick:patch("vm", "odd", "w-5", { metadata = { labels = { restarted = "yes" } } }) ~= nil
+        changed = quick:patch("vm", "odd", "w-5",
+          { metadata = { labels = { restarted = "yes" } } }) ~= nil
       elseif t == "MODIFIED" then
         got = o
         break

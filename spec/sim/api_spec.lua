@@ -435,3 +435,90 @@ describe("vmdr-sim client certificates", function()
     assert.equals("virtualmachine.kubevirt.io/vm-00000\n", r.stdout)
   end)
 end)
+
+describe("vmdr-sim fixtures", function()
+  it("loads multi-document YAML, kind: List files and JSON, skipping kinds it does not serve", function()
+    local dir = h.tmpdir("fixtures")
+    h.write(dir .. "/multi.yaml", [[
+---
+# a comment before the first document
+apiVersion: kubevirt.io/v1alpha3
+kind: VirtualMachine
+metadata: { name: old-api, namespace: legacy, selfLink: /apis/kubevirt.io/v1alpha3/x }
+spec: { running: false }
+---
+apiVersion: cdi.kubevirt.io/v1beta1
+kind: DataVolume
+metadata: { name: not-served }
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: { name: no-namespace }
+spec: { accessModes: [ReadWriteOnce] }
+]])
+    h.write(dir .. "/sub/list.yaml", [[
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: PersistentVolume
+  metadata: { name: pv-a }
+  spec: { capacity: { storage: 1Gi } }
+- apiVersion: kubevirt.io/v1
+  kind: VirtualMachineList
+  items:
+  - apiVersion: kubevirt.io/v1
+    kind: VirtualMachine
+    metadata: { name: nested, namespace: legacy }
+    spec: {}
+]])
+    h.write(dir .. "/lease.json", [[{"apiVersion":"coordination.k8s.io/v1","kind":"Lease",
+      "metadata":{"name":"vmdr-leader","namespace":"kube-system"},"spec":{"holderIdentity":"a"}}]])
+    local s = sim.start { fixtures = dir }
+    finally(function() s.stop() end)
+    local vm = s.curl { path = "/apis/kubevirt.io/v1/namespaces/legacy/virtualmachines/old-api" }.json
+    assert.equals("kubevirt.io/v1", vm.apiVersion) -- served as v1, as KubeVirt converts it
+    assert.is_nil(vm.metadata.selfLink)
+    assert.equals(200, s.curl { path = "/apis/kubevirt.io/v1/namespaces/legacy/virtualmachines/nested" }.code)
+    assert.equals(200, s.curl { path = "/api/v1/namespaces/default/persistentvolumeclaims/no-namespace" }.code)
+    assert.equals(200, s.curl { path = "/api/v1/persistentvolumes/pv-a" }.code)
+    assert.equals("a", s.curl { path = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/vmdr-leader" }
+      .json.spec.holderIdentity)
+    assert.equals(200, s.curl { path = "/api/v1/namespaces/legacy" }.code) -- made for its objects
+    assert.matches("5 objects loaded, 1 skipped", h.read(s.stderr_file))
+  end)
+
+  it("refuses a malformed fixture, naming the file and the line", function()
+    local dir = h.tmpdir("fixtures")
+    h.write(dir .. "/good.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: { name: fine }\n")
+    h.write(dir .. "/broken.yaml", "apiVersion: v1\nkind: [Namespace\nmetadata: {}\n")
+    local r = h.exec { h.vmdr_sim, "--fixtures", dir, "--listen", "127.0.0.1:0" }
+    assert.equals(1, r.code)
+    assert.matches("broken%.yaml: YAML error at line %d+", r.stderr)
+    r = h.exec { h.vmdr_sim, "--fixtures", dir .. "/missing" }
+    assert.equals(1, r.code)
+    assert.matches("missing", r.stderr)
+    r = h.exec { h.vmdr_sim, "--listen", "nonsense" }
+    assert.equals(2, r.code)
+    assert.matches("%-%-listen wants HOST:PORT", r.stderr)
+  end)
+end)
+
+describe("vmdr-sim --gzip", function()
+  it("gzips responses from 128 KiB to clients that accept it, as kube-apiserver does", function()
+    local s = sim.start { fixtures = false, generate = 200, args = { "--gzip" } }
+    finally(function() s.stop() end)
+    local all = "/apis/kubevirt.io/v1/virtualmachines"
+    local r = s.curl { path = all, args = { "--compressed" } }
+    assert.matches("content%-encoding: gzip", r.headers:lower())
+    assert.equals(200, #r.json.items) -- curl decoded it
+    local raw = s.curl { path = all, headers = { "Accept-Encoding: gzip" } }
+    assert.is_nil(raw.json) -- compressed bytes on the wire
+    assert.is_true(#raw.body < #r.body / 4)
+    r = s.curl { path = all .. "?limit=2", args = { "--compressed" } } -- small: sent as is
+    assert.not_matches("content%-encoding", r.headers:lower())
+    assert.not_matches("content%-encoding", s.curl { path = all }.headers:lower()) -- not asked
+    s.admin { gzip = false }
+    assert.not_matches("content%-encoding", s.curl { path = all, args = { "--compressed" } }.headers:lower())
+  end)
+end)

@@ -73,6 +73,15 @@ describe("vmdr-sim with kubectl", function()
     assert.matches("You must be logged in to the server", r.stderr, 1, true)
   end)
 
+  it("serves kubectl aggregated discovery: two discovery requests, no per-group fallback", function()
+    local home = h.tmpdir("kube-home") -- an empty discovery cache
+    local r = h.exec({ "kubectl", "get", "vm", "-A", "-v=6" }, { KUBECONFIG = s.kubeconfig, HOME = home })
+    assert.equals(0, r.code, r.stderr)
+    local gets = {}
+    for path in r.stderr:gmatch("GET https://[^/]+(/[^? ]*)") do gets[#gets + 1] = path end
+    assert.same({ "/api", "/apis", "/apis/kubevirt.io/v1/virtualmachines" }, gets)
+  end)
+
   it("lists the DR-enabled VMs across namespaces by label", function()
     local out = lines(ok { "get", "vm", "-A", "-l", "dr.demojam.com/enabled=true" })
     assert.matches("^NAMESPACE%s+NAME%s+AGE%s+STATUS%s+READY", out[1])
@@ -180,6 +189,28 @@ spec:
         "jsonpath={.metadata.annotations.kubectl\\.kubernetes\\.io/last-applied-configuration}" }
       assert.matches('"memory":"128M"', ann, 1, true)
     end)
+
+  it("applies a PVC change as kubectl's strategic merge patch, directives and all", function()
+    local pvc = [[
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: smp-1
+  finalizers: [a.example/one, b.example/two]
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: { requests: { storage: 1Gi } }
+]]
+    local f = h.write(s.dir .. "/pvc.yaml", pvc)
+    ok { "apply", "-n", "applied", "-f", f }
+    -- kubectl sends $deleteFromPrimitiveList/finalizers and $setElementOrder/finalizers
+    h.write(f, (pvc:gsub("%[a.example/one, b.example/two%]", "[b.example/two, c.example/three]")))
+    assert.matches("configured", ok { "apply", "-n", "applied", "-f", f })
+    local md = ok { "get", "pvc", "-n", "applied", "smp-1", "-o", "json" }
+    assert.matches('"finalizers": %[%s*"b.example/two",%s*"c.example/three"%s*%]', md)
+    assert.not_matches("%$setElementOrder", md)
+    assert.not_matches("%$deleteFromPrimitiveList", md)
+  end)
 
   it("labels without bumping generation, and the selector sees the label", function()
     local before = ok { "get", "vm", "-n", "dr-app-000", "vm-00007", "-o",

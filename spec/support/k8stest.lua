@@ -19,10 +19,12 @@ end
 function M.certs(dir)
   local c = { dir = dir }
   local function p(n) return dir .. "/" .. n end
-  openssl { "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=vmdr-test-ca",
+  openssl { "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+    "/CN=vmdr-test-ca",
     "-keyout", p "ca.key", "-out", p "ca.crt" }
   h.write(p "san.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:k8s.test\n")
-  openssl { "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", p "server.key",
+  openssl { "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout",
+    p "server.key",
     "-out", p "server.csr" }
   openssl { "x509", "-req", "-in", p "server.csr", "-CA", p "ca.crt", "-CAkey", p "ca.key",
     "-CAcreateserial", "-days", "2", "-extfile", p "san.ext", "-out", p "server.crt" }
@@ -63,12 +65,14 @@ function M.script_server(dir, routes, opts)
   h.write(srv.log, "")
   local argv = { "python3", h.source_dir .. "/spec/support/script-server.py", srv.script, srv.log }
   if opts.tls then
-    for _, a in ipairs { "--tls", opts.tls.server_crt, opts.tls.server_key } do argv[#argv + 1] = a end
+    for _, a in ipairs { "--tls", opts.tls.server_crt,
+      opts.tls.server_key } do argv[#argv + 1] = a end
     if opts.client_ca then argv[#argv + 1] = "--client-ca"; argv[#argv + 1] = opts.tls.ca_crt end
   end
   local parts = {}
   for i, a in ipairs(argv) do parts[i] = h.q(a) end
-  local cmd = table.concat(parts, " ") .. " >" .. h.q(dir .. "/port") .. " 2>" .. h.q(dir .. "/stderr")
+  local cmd = table.concat(parts, " ")
+    .. " >" .. h.q(dir .. "/port") .. " 2>" .. h.q(dir .. "/stderr")
     .. " </dev/null & echo $! >" .. h.q(dir .. "/pid")
   assert(h.sh("sh -c " .. h.q(cmd)) == 0)
   local deadline = time.monotonic() + 20
@@ -111,92 +115,34 @@ function M.status(code, reason, message)
     reason = reason, message = message, code = code })
 end
 
---- Starts vmdr-sim on a free loopback port: opts.fixtures (a dir or a list of dirs),
+--- Starts vmdr-sim through spec/support/sim.lua (free loopback port): opts.fixtures,
 --- tls, token, client_ca (a certs table from M.certs: client certificates required, and
---- the kubeconfig it writes uses certs.client_*), generate (N synthetic VMs), args (more
---- argv). Returns { url=, kubeconfig=, token=, ca_pem=, stop=, admin(faults)=, state()= }.
+--- the kubeconfig it writes uses certs.client_*), generate, args. Adds s.ca_pem, and an
+--- admin() that waits out a restart fault (the server is briefly gone).
 function M.sim(opts)
-  opts = opts or {}
-  local d = h.tmpdir("sim")
-  local argv = { h.vmdr_sim, "--listen", "127.0.0.1:0", "--kubeconfig-out", d .. "/kubeconfig" }
-  local fx = opts.fixtures
-  for _, f in ipairs(type(fx) == "table" and fx or { fx }) do
-    argv[#argv + 1] = "--fixtures"; argv[#argv + 1] = f
-  end
-  if opts.tls or opts.client_ca then argv[#argv + 1] = "--tls" end
-  if opts.token then argv[#argv + 1] = "--token"; argv[#argv + 1] = opts.token end
+  local sim = require "support.sim"
+  local o = { fixtures = opts.fixtures or false, tls = opts.tls, token = opts.token,
+    generate = opts.generate, args = opts.args, bookmark_interval = opts.bookmark_interval }
   if opts.client_ca then
-    for _, a in ipairs { "--client-ca", opts.client_ca.ca_crt, "--kubeconfig-client-cert",
-      opts.client_ca.client_crt, "--kubeconfig-client-key", opts.client_ca.client_key } do
-      argv[#argv + 1] = a
-    end
+    o.client_ca = opts.client_ca.ca_crt
+    o.client_cert = opts.client_ca.client_crt
+    o.client_key = opts.client_ca.client_key
   end
-  if opts.generate then argv[#argv + 1] = "--generate"; argv[#argv + 1] = tostring(opts.generate) end
-  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
-  local parts = {}
-  for i, a in ipairs(argv) do parts[i] = h.q(a) end
-  local cmd = table.concat(parts, " ") .. " >" .. h.q(d .. "/out") .. " 2>" .. h.q(d .. "/err")
-    .. " </dev/null & echo $! >" .. h.q(d .. "/pid")
-  assert(h.sh("sh -c " .. h.q(cmd)) == 0)
-  local deadline = time.monotonic() + 60
-  local url
-  repeat
-    url = (h.read(d .. "/out") or ""):match("listening on (%S+)")
-    if not url then
-      if time.monotonic() > deadline then
-        error("vmdr-sim did not start: " .. (h.read(d .. "/err") or ""))
-      end
-      time.sleep(0.02)
-    end
-  until url
-  while not h.read(d .. "/kubeconfig") do time.sleep(0.02) end
-  local s = { url = url, kubeconfig = d .. "/kubeconfig", token = opts.token, dir = d,
-    pid = h.read(d .. "/pid"):match("%d+") }
-  local kc = h.read(s.kubeconfig)
-  local ca = kc:match("certificate%-authority%-data:%s*(%S+)")
-  s.ca_pem = ca and require("vmdr.k8s")._raw.base64_decode(ca) or nil
-  if s.ca_pem then h.write(d .. "/ca.crt", s.ca_pem) end
-  local function curl(method, path, body)
-    local a = { "curl", "-sS", "--max-time", "30", "-X", method }
-    if s.ca_pem then a[#a + 1] = "--cacert"; a[#a + 1] = d .. "/ca.crt" end
-    if opts.token then a[#a + 1] = "-H"; a[#a + 1] = "Authorization: Bearer " .. opts.token end
-    if opts.client_ca then
-      for _, x in ipairs { "--cert", opts.client_ca.client_crt, "--key", opts.client_ca.client_key } do
-        a[#a + 1] = x
+  local s = sim.start(o)
+  if s.ca_file then s.ca_pem = h.read(s.ca_file) end
+  local function retrying(f)
+    return function(...)
+      local deadline = time.monotonic() + 30
+      while true do
+        local ok, r = pcall(f, ...)
+        if ok then return r end
+        if not tostring(r):match(": 0 ") or time.monotonic() > deadline then error(r, 2) end
+        time.sleep(0.1)
       end
     end
-    if body then
-      for _, x in ipairs { "-H", "Content-Type: application/json", "--data-binary", body } do
-        a[#a + 1] = x
-      end
-    end
-    a[#a + 1] = "-w"; a[#a + 1] = "\n%{http_code}"
-    a[#a + 1] = url .. path
-    local r, text, code
-    local deadline2 = time.monotonic() + 30
-    repeat
-      -- the sim may be in a restart fault: wait for it to come back
-      r = h.exec(a)
-      text, code = r.stdout:match("^(.*)\n(%d+)$")
-      if code ~= "000" or time.monotonic() > deadline2 then break end
-      time.sleep(0.1)
-    until false
-    if r.code ~= 0 or not code or code:sub(1, 1) ~= "2" then
-      error(string.format("vmdr-sim %s %s failed (%s): %s %s", method, path, tostring(code),
-        r.stdout, r.stderr))
-    end
-    return text
   end
-  --- Sets faults (POST /_sim/faults), e.g. { fail = { count = 2, status = 503 } }.
-  function s.admin(faults) return json.decode(curl("POST", "/_sim/faults", json.encode(faults))) end
-  --- GET /_sim/state: resourceVersion, requests, objects, faults.
-  function s.state() return json.decode(curl("GET", "/_sim/state")) end
-  function s.stop()
-    if s.pid then
-      h.sh("kill " .. s.pid .. " 2>/dev/null")
-      s.pid = nil
-    end
-  end
+  s.admin = retrying(s.admin)
+  s.state = retrying(s.state)
   return s
 end
 

@@ -10,10 +10,12 @@ SCRIPT: {"routes": [{"path": "/x", "method": "GET", "replies": [REPLY, ...]}]}; 
 route's replies are used in turn, the last one repeats. The path matches the request
 path without its query; "prefix": true matches by prefix. REPLY: {"status": 200,
 "headers": {"Content-Type": "..."}, "body": "...", "lines": ["...", ...] (a chunked
-stream, one write per line, "delay" seconds between), "close": true (drop the
+stream, one write per line, "delay" seconds between), "gzip": true (compress the body,
+Content-Encoding: gzip), "close": true (drop the
 connection after the body), "length": N (announce N bytes whatever the body)}.
 Every request is appended to LOG as one JSON line: method, path, headers, body, peer port.
 """
+import gzip
 import json
 import socket
 import ssl
@@ -86,6 +88,9 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
             return
         data = reply.get("body", "").encode()
+        if reply.get("gzip"):
+            data = gzip.compress(data)
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Length", str(reply.get("length", len(data))))
         if reply.get("close"):
             self.send_header("Connection", "close")

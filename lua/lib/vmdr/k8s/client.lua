@@ -117,8 +117,8 @@ return function(raw)
               for _, f in ipairs(PATH_FIELDS[section] or {}) do
                 if str(copy[f]) then copy[f] = resolve_path(base, copy[f]) end
               end
-              if is_table(copy.exec) and str(copy.exec.command) and copy.exec.command:find("/", 1, true)
-                  and copy.exec.command:sub(1, 1) ~= "/" then
+              local cmd = is_table(copy.exec) and str(copy.exec.command)
+              if cmd and cmd:find("/", 1, true) and cmd:sub(1, 1) ~= "/" then
                 -- client-go: a relative command with a slash is relative to the kubeconfig
                 local e = {}
                 for k, v in pairs(copy.exec) do e[k] = v end
@@ -133,7 +133,8 @@ return function(raw)
       end
     end
     if found == 0 then
-      return fail("config", 0, "no kubeconfig file found (looked for %s)", table.concat(paths, ", "))
+      return fail("config", 0, "no kubeconfig file found (looked for %s)",
+        table.concat(paths, ", "))
     end
     return merged
   end
@@ -156,7 +157,8 @@ return function(raw)
     local files = table.concat(kc.files, ":")
     local name = context_name or kc.current
     if not name then
-      return fail("config", 0, "kubeconfig %s has no current-context and no context was given", files)
+      return fail("config", 0, "kubeconfig %s has no current-context and no context was given",
+        files)
     end
     local ctx = kc.contexts[name]
     if not ctx then
@@ -188,6 +190,7 @@ return function(raw)
     s.ca_file = str(cluster["certificate-authority"])
     s.insecure = cluster["insecure-skip-tls-verify"] == true
     s.tls_server_name = str(cluster["tls-server-name"])
+    s.proxy = str(cluster["proxy-url"])
     s.cert_data, err = b64field(user, "client-certificate-data", uw)
     if err then return nil, err end
     s.key_data, err = b64field(user, "client-key-data", uw)
@@ -256,7 +259,8 @@ return function(raw)
       explicit = true
     elseif (os.getenv("KUBECONFIG") or "") ~= "" then
       paths = split_paths(os.getenv("KUBECONFIG"))
-    elseif opts.in_cluster ~= false and (opts.in_cluster or (os.getenv("KUBERNETES_SERVICE_HOST") or "") ~= "") then
+    elseif opts.in_cluster ~= false
+        and (opts.in_cluster or (os.getenv("KUBERNETES_SERVICE_HOST") or "") ~= "") then
       return from_in_cluster(opts)
     else
       local home = os.getenv("HOME") or ""
@@ -286,7 +290,8 @@ return function(raw)
     end
     local text, rerr = read_file(a.token_file)
     if not text then
-      return fail("unauthorized", 0, "token file %s cannot be read: %s", a.token_file, tostring(rerr))
+      return fail("unauthorized", 0, "token file %s cannot be read: %s", a.token_file,
+        tostring(rerr))
     end
     local tok = text:gsub("^%s+", ""):gsub("%s+$", "")
     if tok == "" then return fail("unauthorized", 0, "token file %s is empty", a.token_file) end
@@ -304,7 +309,9 @@ return function(raw)
     for _, a in ipairs(is_table(ex.args) and ex.args or {}) do argv[#argv + 1] = tostring(a) end
     local env = { "KUBERNETES_EXEC_INFO=" .. EXEC_INFO_V1 }
     for _, e in ipairs(is_table(ex.env) and ex.env or {}) do
-      if is_table(e) and str(e.name) then env[#env + 1] = e.name .. "=" .. tostring(e.value or "") end
+      if is_table(e) and str(e.name) then
+        env[#env + 1] = e.name .. "=" .. tostring(e.value or "")
+      end
     end
     local r, err = raw.exec(argv, env, self.exec_timeout or 60)
     if not r then
@@ -325,7 +332,8 @@ return function(raw)
         ex.command, derr and (": " .. tostring(derr.message)) or "")
     end
     if str(ex.apiVersion) and cred.apiVersion ~= ex.apiVersion then
-      return fail("unauthorized", 0, "exec credential plugin '%s' answered apiVersion %s, expected %s",
+      return fail("unauthorized", 0,
+        "exec credential plugin '%s' answered apiVersion %s, expected %s",
         ex.command, tostring(cred.apiVersion), ex.apiVersion)
     end
     local st = is_table(cred.status) and cred.status or {}
@@ -425,7 +433,7 @@ return function(raw)
   end
 
   --- One API call with auth, retries and error mapping: body | nil, err.
-  --- ro: body, content_type, accept, timeout, raw, expect_json (default true).
+  --- ro: body, content_type, accept, timeout, raw, stream_list, expect_json (default true).
   local function call(self, method, path, ro)
     ro = ro or {}
     local attempt, reauthed = 0, false
@@ -436,6 +444,7 @@ return function(raw)
       local status, body, info = self._conn:request(method, path, {
         body = ro.body, content_type = ro.content_type, accept = ro.accept,
         authorization = authz or nil, timeout = ro.timeout or self.timeout, raw = ro.raw,
+        stream_list = ro.stream_list,
       })
       local err, retry_after
       if not status then
@@ -443,17 +452,18 @@ return function(raw)
         if not (TRANSIENT[err.code] and IDEMPOTENT[method]) then return nil, err end
       elseif status >= 200 and status < 300 then
         if ro.expect_json == false then return body, status, info end
+        if body == nil and (info.raw or "") == "" and not info.decode_error then
+          return true, status, info -- 204 No Content and other empty successes
+        end
         if info.decode_error then
           return fail("bad_response", status, "%s %s: the response is not valid JSON: %s", method,
             path:match("^[^?]*"), info.decode_error.message)
         end
         if not is_json(info.content_type) then
           return fail("bad_response", status, "%s %s: expected JSON, the server sent %s%s", method,
-            path:match("^[^?]*"), info.content_type ~= "" and info.content_type or "no content type",
+            path:match("^[^?]*"),
+            info.content_type ~= "" and info.content_type or "no content type",
             info.raw and info.raw ~= "" and (": " .. snippet(info.raw)) or "")
-        end
-        if body == nil then
-          return fail("bad_response", status, "%s %s: empty response", method, path:match("^[^?]*"))
         end
         return body, status, info
       else
@@ -592,7 +602,9 @@ return function(raw)
   end
 
   local function urlenc(s)
-    return (tostring(s):gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+    return (tostring(s):gsub("[^%w%-%._~]", function(c)
+      return string.format("%%%02X", c:byte())
+    end))
   end
 
   local function query(params)
@@ -643,7 +655,7 @@ return function(raw)
   --- opts: kubeconfig (path or list; else $KUBECONFIG, else in-cluster, else ~/.kube/config),
   --- context, namespace, or the settings themselves (server, token, token_file, ca_file,
   --- ca_data, cert_file, cert_data, key_file, key_data, username, password, insecure,
-  --- tls_server_name, exec); in_cluster (force), serviceaccount_dir; timeout (seconds per
+  --- tls_server_name, proxy, exec); in_cluster (force), serviceaccount_dir; timeout (seconds per
   --- call, 30), retries (4), backoff (0.2 s), backoff_max (5 s), page_size (500).
   ---@param opts table|nil
   ---@return vmdr.k8s.Client|nil, table|nil
@@ -662,7 +674,7 @@ return function(raw)
     conn, err = raw.connect {
       server = s.server, ca_file = s.ca_file, ca_data = s.ca_data, cert_file = s.cert_file,
       cert_data = s.cert_data, key_file = s.key_file, key_data = s.key_data,
-      insecure = s.insecure or false, tls_server_name = s.tls_server_name,
+      insecure = s.insecure or false, tls_server_name = s.tls_server_name, proxy = s.proxy,
       connect_timeout = opts.connect_timeout,
     }
     if not conn then return nil, err end
@@ -730,7 +742,8 @@ return function(raw)
     local result, items
     while true do
       local page
-      page, err = call(self, "GET", base .. query(params))
+      -- each page is decoded while it downloads (the whole body is never held)
+      page, err = call(self, "GET", base .. query(params), { stream_list = true })
       if not page then
         if err.code == "gone" and params.continue and not restarted then
           -- the continue token expired: one fresh start, else an error (never partial)
@@ -831,8 +844,9 @@ return function(raw)
     if not e then return nil, err end
     local body
     if opts.propagationPolicy or opts.gracePeriodSeconds or opts.preconditions then
-      body = { apiVersion = "v1", kind = "DeleteOptions", propagationPolicy = opts.propagationPolicy,
-        gracePeriodSeconds = opts.gracePeriodSeconds, preconditions = opts.preconditions }
+      body = { apiVersion = "v1", kind = "DeleteOptions",
+        propagationPolicy = opts.propagationPolicy, gracePeriodSeconds = opts.gracePeriodSeconds,
+        preconditions = opts.preconditions }
     end
     return call(self, "DELETE", res_path(e, ns_for(self, e, ns), name), { body = body })
   end
@@ -870,7 +884,8 @@ return function(raw)
   --- resourceVersion (BOOKMARKs update it), reconnects with backoff; a fatal error, or
   --- opts.max_failures (30) failures in a row, RAISES the err table.
   --- opts: namespace, labelSelector, fieldSelector, resourceVersion, idle, timeout (the
-  --- server's timeoutSeconds per connection, 300), backoff (0.5 s), backoff_max (30 s).
+  --- server's timeoutSeconds per connection, 300-600 s at random), backoff (0.5 s),
+  --- backoff_max (30 s).
   ---@param res string|table
   ---@param opts table|nil
   function Client:watch(res, opts)
@@ -881,7 +896,8 @@ return function(raw)
     local self_ = self
     local w = {
       rv = opts.resourceVersion, stream = nil, failures = 0, reauthed = false, closed = false,
-      idle = opts.idle, server_timeout = opts.timeout or 300,
+      -- client-go's spread: 5-10 minutes, so many watchers do not reconnect in step
+      idle = opts.idle, server_timeout = opts.timeout or (300 + math.random(0, 300)),
       backoff = opts.backoff or 0.5, backoff_max = opts.backoff_max or 30,
       max_failures = opts.max_failures or 30, last = time.monotonic(),
     }
@@ -956,8 +972,9 @@ return function(raw)
       end
       if not is_json(ctype) then
         s:close()
-        error(mkerr("bad_response", status, "GET %s: expected a JSON watch stream, the server sent %s",
-          base, ctype ~= "" and ctype or "no content type"), 0)
+        error(mkerr("bad_response", status,
+          "GET %s: expected a JSON watch stream, the server sent %s", base,
+          ctype ~= "" and ctype or "no content type"), 0)
       end
       w.stream = s
     end
