@@ -342,7 +342,7 @@ enum MHD_Result sim__do_list(ctx *x, int res, const char *ns)
     if (lb->gz)
         MHD_add_response_header(r, "Content-Encoding", "gzip");
     MHD_add_response_header(r, "Cache-Control", "no-cache, private");
-    enum MHD_Result rc = MHD_queue_response(x->c, 200, r);
+    enum MHD_Result rc = sim__queue(x, 200, r);
     MHD_destroy_response(r);
     return rc;
 }

@@ -238,6 +238,7 @@ typedef struct sim_server {
     int port;
     int restart_seconds; /* set by the admin endpoint; main.c acts on it */
     int quiet;
+    int verbose; /* one stderr line per request */
     uint64_t requests;
     double started;
 } sim_server;
