@@ -336,6 +336,17 @@ describe("vmdr-sim API", function()
     end)
 
     it("closes the listener for S seconds, ending open watches, then serves again", function()
+      -- a watch open across the restart: it must be cut, not left hanging
+      local d = h.tmpdir("restart-watch")
+      local cmd = "curl -sN --max-time 60 --cacert " .. h.q(s.ca_file) .. " -H " ..
+        h.q("Authorization: Bearer " .. s.token) .. " " .. h.q(s.url .. VMS .. "?watch=1") ..
+        " >" .. h.q(d .. "/out") .. "; echo $? >" .. h.q(d .. "/rc")
+      assert.equals(0, h.sh("sh -c " .. h.q(cmd) .. " >/dev/null 2>&1 &"))
+      local deadline = t.monotonic() + 20
+      while not (h.read(d .. "/out") or ""):find("ADDED", 1, true) do -- the watch is streaming
+        assert.is_true(t.monotonic() < deadline, "the watch never started")
+        t.sleep(0.05)
+      end
       s.admin { restart = 2 }
       local deadline = t.monotonic() + 10
       local refused = false
@@ -353,6 +364,8 @@ describe("vmdr-sim API", function()
       until back.code == 200 or t.monotonic() > deadline
       assert.equals(200, back.code)
       assert.equals(12 - 1 + 1, #get(VMS).json.items) -- objects survive: 12 - deleted + created
+      local rc = tonumber((h.read(d .. "/rc") or ""):match("%d+"))
+      assert.equals(18, rc) -- curl: transfer closed with outstanding read data (a cut stream)
     end)
 
     it("validates fault documents and changes nothing on a bad one", function()
