@@ -103,6 +103,44 @@ describe("vmdr-sim API", function()
         assert.equals(400, get(VMS .. "?limit=5&continue=garbage!").code)
       end)
 
+    it("serves every page of a continued list from the first page's snapshot", function()
+      local function vm(name)
+        return { apiVersion = "kubevirt.io/v1", kind = "VirtualMachine", metadata = { name = name },
+          spec = { runStrategy = "Halted" } }
+      end
+      assert.equals(201, s.curl { method = "POST", path = VMS, body = vm("vm-00007x") }.code)
+      local p1 = get(VMS .. "?limit=4").json
+      local names = {}
+      for _, it in ipairs(p1.items) do names[#names + 1] = it.metadata.name end
+      -- after the first page: a change, a deletion and a creation further down the list
+      label("vm-00006", "snap", "after")
+      assert.equals(200, s.curl { method = "DELETE", path = VMS .. "/vm-00007x" }.code)
+      assert.equals(201, s.curl { method = "POST", path = VMS, body = vm("vm-00005a") }.code)
+      local cont, seen6 = p1.metadata.continue, nil
+      while cont do
+        local p = get(VMS .. "?limit=4&continue=" .. cont).json
+        assert.equals(p1.metadata.resourceVersion, p.metadata.resourceVersion)
+        for _, it in ipairs(p.items) do
+          names[#names + 1] = it.metadata.name
+          if it.metadata.name == "vm-00006" then seen6 = it end
+        end
+        cont = p.metadata.continue
+      end
+      local set = {}
+      for _, n in ipairs(names) do set[n] = true end
+      assert.is_true(set["vm-00007x"]) -- deleted after the snapshot: still in it
+      assert.is_nil(set["vm-00005a"]) -- created after: not in it
+      assert.is_nil((seen6.metadata.labels or {}).snap) -- as it was
+      assert.equals(13, #names)
+      -- a new list sees the present
+      local now = {}
+      for _, it in ipairs(get(VMS).json.items) do now[it.metadata.name] = it end
+      assert.is_nil(now["vm-00007x"])
+      assert.truthy(now["vm-00005a"])
+      assert.equals("after", now["vm-00006"].metadata.labels.snap)
+      assert.equals(200, s.curl { method = "DELETE", path = VMS .. "/vm-00005a" }.code)
+    end)
+
     it("returns Tables for kubectl's Accept header", function()
       local r = get(VMS .. "/vm-00001", { "Accept: application/json;as=Table;v=v1;g=meta.k8s.io,application/json" })
       assert.equals("Table", r.json.kind)
