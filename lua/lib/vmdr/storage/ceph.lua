@@ -407,6 +407,11 @@ function Driver:wait_synced(vols, snap_ids, opts)
   for i, v in ipairs(vols) do
     local e = entry(v, site)
     local img, ierr = c:image(v.pool, v.image, { namespace = v.namespace })
+    -- a resynced copy is deleted and recreated by rbd-mirror: absent for a while
+    while not img and ierr.code == "not_found" and time.monotonic() < deadline do
+      if not time.sleep(0.1) then break end
+      img, ierr = c:image(v.pool, v.image, { namespace = v.namespace })
+    end
     if not img then
       e.result, e.err = "failed", ierr
     elseif not snap_ids[i] then
