@@ -139,6 +139,9 @@ static void *worker(void *arg)
     for (;;) {
         pthread_mutex_lock(&ps->mu);
         size_t i = ps->next;
+        /* checked here too: an item may end on the interrupt before the waiter sees it */
+        if (!ps->cancel && ps->b->interrupted && ps->b->interrupted())
+            ps->cancel = 1;
         int stop = ps->cancel || i >= ps->b->n;
         if (!stop)
             ps->next++;
