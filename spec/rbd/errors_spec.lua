@@ -118,7 +118,7 @@ describe("vmdr.rbd errors", function()
     c:close()
   end)
 
-  it("a batch retrying a refused graceful promote stops on SIGINT; unstarted images say interrupted", function()
+  it("a batch retrying a refused promote stops on SIGINT; unstarted images: interrupted", function()
     local n = ceph.name("intr")
     assert(a:create_image("rbd", n, 1024 * 1024))
     local img = assert(a:image("rbd", n))
@@ -177,18 +177,22 @@ describe("vmdr.rbd errors", function()
 
     setup(function()
       dir = h.tmpdir("lonemon")
-      local out = h.capture(h.q(h.source_dir .. "/spec/support/ceph-fixture") .. " mon " .. h.q(dir))
+      local fixture = h.q(h.source_dir .. "/spec/support/ceph-fixture")
+      local out = h.capture(fixture .. " mon " .. h.q(dir))
       conf = out:match("MON_CONF=(%S+)")
       keyring = out:match("MON_KEYRING=(%S+)")
       pid = out:match("MON_PID=(%d+)")
       assert(conf and keyring and pid, out)
       -- a pool whose PGs can never become active: there is no OSD
-      h.capture("ceph -c " .. h.q(conf) .. " --rados-mon-op-timeout 10 osd pool create nosd 8 8 2>&1")
+      h.capture("ceph -c " .. h.q(conf)
+        .. " --rados-mon-op-timeout 10 osd pool create nosd 8 8 2>&1")
     end)
 
     teardown(function()
       if pid then h.sh("kill -CONT " .. pid .. " 2>/dev/null") end
-      if dir then h.sh(h.q(h.source_dir .. "/spec/support/ceph-fixture") .. " down " .. h.q(dir)) end
+      if dir then
+        h.sh(h.q(h.source_dir .. "/spec/support/ceph-fixture") .. " down " .. h.q(dir))
+      end
     end)
 
     it("an OSD op that cannot be served ends with timeout, not a hang", function()

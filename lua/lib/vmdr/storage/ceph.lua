@@ -87,7 +87,8 @@ function Driver:cluster(site, timeout)
   if self.conn_err[site] then return nil, self.conn_err[site] end
   local s = self.cfg[site]
   if type(s) ~= "table" then
-    return nil, mkerr("config", "storage.ceph.%s is not configured ({conf=, keyring=, user=})", site)
+    return nil, mkerr("config", "storage.ceph.%s is not configured ({conf=, keyring=, user=})",
+      site)
   end
   local c, err = rbd.connect {
     conf = s.conf, keyring = s.keyring, user = s.user, cluster = s.cluster,
@@ -132,7 +133,9 @@ end
 -- ceph-csi volume handle: <ver 4 hex>-<len 4 hex>-<clusterID>-<poolID 16 hex>-<uuid 36>
 local function handle_uuid(handle)
   if type(handle) ~= "string" then return nil end
-  local uuid = handle:match("%-(%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x)$")
+  local h8, h4, h12 = ("%x"):rep(8), ("%x"):rep(4), ("%x"):rep(12)
+  local pat = "%-(" .. h8 .. "%-" .. h4 .. "%-" .. h4 .. "%-" .. h4 .. "%-" .. h12 .. ")$"
+  local uuid = handle:match(pat)
   if uuid and handle:match("^%x%x%x%x%-%x%x%x%x%-") then return uuid end
   return nil
 end
@@ -168,7 +171,8 @@ function Driver:volume(pv)
     if image then return mkvol(pool, ns, image, name, "csi") end
     local handle = nonempty(csi.volumeHandle)
     if not handle then
-      return nil, mkerr("invalid", "PV %s: neither volumeAttributes.imageName nor volumeHandle", name)
+      return nil, mkerr("invalid", "PV %s: neither volumeAttributes.imageName nor volumeHandle",
+        name)
     end
     local uuid = handle_uuid(handle)
     if uuid and attrs.staticVolume ~= "true" then
@@ -177,7 +181,8 @@ function Driver:volume(pv)
     end
     -- a static PV: ceph-csi takes the volumeHandle as the image name
     if handle:find("/", 1, true) then
-      return nil, mkerr("invalid", "PV %s: static volumeHandle '%s' is not an image name", name, handle)
+      return nil, mkerr("invalid", "PV %s: static volumeHandle '%s' is not an image name", name,
+        handle)
     end
     return mkvol(pool, ns, handle, name, "csi-static")
   end
@@ -252,8 +257,8 @@ function Driver:_batch(op, vols, site, opts)
   local report = {}
   for i, r in ipairs(results) do
     local e = entry(vols[i], site)
-    e.result, e.err, e.seconds, e.snap_id, e.status = r.result, r.err, r.seconds, r.snap_id, r.status
-    e.flattened = r.flattened
+    e.result, e.err, e.seconds = r.result, r.err, r.seconds
+    e.snap_id, e.status, e.flattened = r.snap_id, r.status, r.flattened
     report[i] = e
   end
   self.log.debug(op .. " batch", { site = site, ok = sum.ok, already = sum.already,
