@@ -363,7 +363,7 @@ function Driver:promote(vols, opts)
     return summarize(report)
   end
   self.log.warn("forcing promote", { images = #again, site = site, reason = why })
-  local forced = self:_batch("promote", again, site, { force = true })
+  local forced = self:_batch("promote", again, site, { force = true, retry = self.promote_retry })
   for k, e in ipairs(forced) do
     e.forced = true
     report[idx[k]] = e
