@@ -10,7 +10,8 @@
 --- Config (ctx.config.storage): ceph.source / ceph.dr = { conf=, keyring=, user=, timeout= },
 --- ceph.mirror_mode ("snapshot"), ceph.parallel (16), ceph.timeout (30 s),
 --- ceph.peer_timeout (5 s: how long the peer gets to answer before it counts as unreachable),
---- ceph.promote_retry (5 s: graceful promote retried on busy/read_only), csi_drivers
+--- ceph.promote_retry (5 s: a promote is retried on read_only, a graceful one on busy too),
+--- csi_drivers
 --- ({".rbd.csi.ceph.com"}, matched as suffixes; the bare name without the dot matches too).
 ---
 --- Every operation takes a list of volumes and returns a report, one entry per volume in
