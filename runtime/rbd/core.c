@@ -720,7 +720,9 @@ int vmdr_rbd_pool_mirror_mode(char *out, size_t n, vmdr_rbd_cluster *c, const vm
     if (rc < 0)
         return vmdr_rbd__fail(e, rc, "mirror mode of pool", s);
     snprintf(out, n, "%s",
-             m == RBD_MIRROR_MODE_IMAGE ? "image" : m == RBD_MIRROR_MODE_POOL ? "pool" : "disabled");
+             m == RBD_MIRROR_MODE_IMAGE  ? "image"
+             : m == RBD_MIRROR_MODE_POOL ? "pool"
+                                         : "disabled");
     return 0;
 }
 

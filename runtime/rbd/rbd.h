@@ -175,7 +175,7 @@ typedef struct vmdr_rbd_batch {
     int parallel;
     int force;
     int use_aio;       /* promote/demote/status: librbd's async API from one thread */
-    double retry;      /* seconds to retry a graceful promote on EBUSY/EROFS */
+    double retry;      /* seconds to retry a promote on EROFS (and a graceful one on EBUSY) */
     char mode[16];     /* enable */
     int flatten;       /* enable: flatten a clone first (a clone cannot be mirrored) */
     int (*interrupted)(void); /* polled by the waiting thread; NULL: never */

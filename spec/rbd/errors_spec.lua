@@ -118,6 +118,36 @@ describe("vmdr.rbd errors", function()
     c:close()
   end)
 
+  it("a batch retrying a refused promote stops on SIGINT; unstarted images: interrupted", function()
+    local n = ceph.name("intr")
+    assert(a:create_image("rbd", n, 1024 * 1024))
+    local img = assert(a:image("rbd", n))
+    assert.equals("ok", img:mirror_enable())
+    local snap = assert(img:mirror_snapshot())
+    local b = ceph.connect("b")
+    local peer = ceph.image_when_there(b, "rbd", n)
+    assert.is_true(peer:wait_synced(snap, 30))
+    peer:close()
+    b:close()
+    local site = ceph.site("b")
+    local dir = h.tmpdir("intr")
+    -- A is primary, so B's graceful promote is refused (busy) for as long as it is retried
+    local s = h.write(dir .. "/batch.lua", string.format([[
+      local rbd = require "vmdr.rbd"
+      local c = assert(rbd.connect { conf = %q, keyring = %q, timeout = 20 })
+      io.stdout:write("ready\n"); io.stdout:flush()
+      local r = c:batch("promote", { "rbd/%s", "rbd/%s", "rbd/%s" }, { parallel = 1, retry = 600 })
+      for _, x in ipairs(r) do io.stdout:write(x.result, " ", x.err and x.err.code or "", "\n") end
+      return 1
+    ]], site.conf, site.keyring, n, n, n))
+    local r = h.run_signalled({ s }, "INT", "ready")
+    assert.equals(130, r.code, r.stderr)
+    assert.matches("failed busy\nfailed interrupted\nfailed interrupted\n", r.stdout)
+    assert.equals("ok", img:mirror_disable(false))
+    img:close()
+    assert(a:remove_image("rbd", n))
+  end)
+
   it("misuse raises", function()
     assert.has_error(function() rbd.connect("x") end)
     assert.has_error(function() rbd.connect { timeout = -1 } end)
@@ -147,18 +177,22 @@ describe("vmdr.rbd errors", function()
 
     setup(function()
       dir = h.tmpdir("lonemon")
-      local out = h.capture(h.q(h.source_dir .. "/spec/support/ceph-fixture") .. " mon " .. h.q(dir))
+      local fixture = h.q(h.source_dir .. "/spec/support/ceph-fixture")
+      local out = h.capture(fixture .. " mon " .. h.q(dir))
       conf = out:match("MON_CONF=(%S+)")
       keyring = out:match("MON_KEYRING=(%S+)")
       pid = out:match("MON_PID=(%d+)")
       assert(conf and keyring and pid, out)
       -- a pool whose PGs can never become active: there is no OSD
-      h.capture("ceph -c " .. h.q(conf) .. " --rados-mon-op-timeout 10 osd pool create nosd 8 8 2>&1")
+      h.capture("ceph -c " .. h.q(conf)
+        .. " --rados-mon-op-timeout 10 osd pool create nosd 8 8 2>&1")
     end)
 
     teardown(function()
       if pid then h.sh("kill -CONT " .. pid .. " 2>/dev/null") end
-      if dir then h.sh(h.q(h.source_dir .. "/spec/support/ceph-fixture") .. " down " .. h.q(dir)) end
+      if dir then
+        h.sh(h.q(h.source_dir .. "/spec/support/ceph-fixture") .. " down " .. h.q(dir))
+      end
     end)
 
     it("an OSD op that cannot be served ends with timeout, not a hang", function()

@@ -57,7 +57,8 @@ describe("vmdr.rbd on a two-site pair", function()
     assert.is_true(c:close())
     assert.is_true(c:close()) -- idempotent
     assert.matches("closed", tostring(c))
-    assert.has_error(function() c:image("rbd", name) end, "attempt to use a closed vmdr.rbd.Cluster")
+    assert.has_error(function() c:image("rbd", name) end,
+      "attempt to use a closed vmdr.rbd.Cluster")
   end)
 
   it("gives size, features and no parent for a plain image", function()
@@ -75,7 +76,8 @@ describe("vmdr.rbd on a two-site pair", function()
     assert.equals("ok", ia:mirror_enable("snapshot"))
     assert.equals("already", ia:mirror_enable("snapshot"))
     mi = assert(ia:mirror_info())
-    assert.same({ state = "enabled", mode = "snapshot", primary = true, global_id = mi.global_id }, mi)
+    assert.same({ state = "enabled", mode = "snapshot", primary = true,
+      global_id = mi.global_id }, mi)
     assert.matches("^%x+%-", mi.global_id)
     -- journal mode on an image mirrored in snapshot mode is refused, not silently accepted
     local ok, err = ia:mirror_enable("journal")
@@ -116,9 +118,10 @@ describe("vmdr.rbd on a two-site pair", function()
     assert.equals("invalid", err.code)
   end)
 
-  it("after data written by the rbd CLI, a forced promote on B reads back identical data", function()
+  it("after data written by the rbd CLI, a forced promote on B reads back the same", function()
     -- an independent client writes on A: rbd bench
-    ceph.rbd_cli("a", "bench --io-type write --io-size 4K --io-pattern rand --io-total 1M rbd/" .. name)
+    ceph.rbd_cli("a", "bench --io-type write --io-size 4K --io-pattern rand --io-total 1M rbd/"
+      .. name)
     local snap = assert(ia:mirror_snapshot())
     assert.is_true(ib:wait_synced(snap, 30))
     local want = assert(ia:read(0, size))
@@ -144,10 +147,12 @@ describe("vmdr.rbd on a two-site pair", function()
     assert.is_true(ia:wait_synced(bsnap, 60))
     assert(ia:reopen()) -- the resync recreated the image under this name
     assert.is_false(assert(ia:mirror_info()).primary)
-    assert.is_true(assert(ia:read(0, size)) == assert(ib:read(0, size)), "A differs from B after resync")
+    assert.is_true(assert(ia:read(0, size)) == assert(ib:read(0, size)),
+      "A differs from B after resync")
   end)
 
-  it("relocates gracefully back to A (demote B, wait for its demote snapshot, promote A) losing nothing", function()
+  it("relocates gracefully to A (demote B, wait for that snapshot, promote A), losing nothing",
+    function()
     assert(ib:write(5 * MiB, pattern("last-b-write", MiB)))
     local want = assert(ib:read(0, size))
     local res, dsnap = ib:demote()

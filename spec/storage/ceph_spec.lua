@@ -284,7 +284,7 @@ describe("vmdr.storage.ceph on the pair", function()
     assert.is_nil(rep[1].forced)
   end)
 
-  it("disables on the source when the DR copy is not primary, and fails cleanly on a missing image", function()
+  it("disables on the source when DR is not primary; a missing image fails alone", function()
     local v = make(nil)
     enable_synced({ v })
     local missing = assert(d:volume(pv_for("no-such-image-here")))

@@ -10,7 +10,8 @@
 --- Config (ctx.config.storage): ceph.source / ceph.dr = { conf=, keyring=, user=, timeout= },
 --- ceph.mirror_mode ("snapshot"), ceph.parallel (16), ceph.timeout (30 s),
 --- ceph.peer_timeout (5 s: how long the peer gets to answer before it counts as unreachable),
---- ceph.promote_retry (5 s: graceful promote retried on busy/read_only), csi_drivers
+--- ceph.promote_retry (5 s: a promote is retried on read_only, a graceful one on busy too),
+--- csi_drivers
 --- ({".rbd.csi.ceph.com"}, matched as suffixes; the bare name without the dot matches too).
 ---
 --- Every operation takes a list of volumes and returns a report, one entry per volume in
@@ -87,7 +88,8 @@ function Driver:cluster(site, timeout)
   if self.conn_err[site] then return nil, self.conn_err[site] end
   local s = self.cfg[site]
   if type(s) ~= "table" then
-    return nil, mkerr("config", "storage.ceph.%s is not configured ({conf=, keyring=, user=})", site)
+    return nil, mkerr("config", "storage.ceph.%s is not configured ({conf=, keyring=, user=})",
+      site)
   end
   local c, err = rbd.connect {
     conf = s.conf, keyring = s.keyring, user = s.user, cluster = s.cluster,
@@ -132,7 +134,9 @@ end
 -- ceph-csi volume handle: <ver 4 hex>-<len 4 hex>-<clusterID>-<poolID 16 hex>-<uuid 36>
 local function handle_uuid(handle)
   if type(handle) ~= "string" then return nil end
-  local uuid = handle:match("%-(%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x)$")
+  local h8, h4, h12 = ("%x"):rep(8), ("%x"):rep(4), ("%x"):rep(12)
+  local pat = "%-(" .. h8 .. "%-" .. h4 .. "%-" .. h4 .. "%-" .. h4 .. "%-" .. h12 .. ")$"
+  local uuid = handle:match(pat)
   if uuid and handle:match("^%x%x%x%x%-%x%x%x%x%-") then return uuid end
   return nil
 end
@@ -168,7 +172,8 @@ function Driver:volume(pv)
     if image then return mkvol(pool, ns, image, name, "csi") end
     local handle = nonempty(csi.volumeHandle)
     if not handle then
-      return nil, mkerr("invalid", "PV %s: neither volumeAttributes.imageName nor volumeHandle", name)
+      return nil, mkerr("invalid", "PV %s: neither volumeAttributes.imageName nor volumeHandle",
+        name)
     end
     local uuid = handle_uuid(handle)
     if uuid and attrs.staticVolume ~= "true" then
@@ -177,7 +182,8 @@ function Driver:volume(pv)
     end
     -- a static PV: ceph-csi takes the volumeHandle as the image name
     if handle:find("/", 1, true) then
-      return nil, mkerr("invalid", "PV %s: static volumeHandle '%s' is not an image name", name, handle)
+      return nil, mkerr("invalid", "PV %s: static volumeHandle '%s' is not an image name", name,
+        handle)
     end
     return mkvol(pool, ns, handle, name, "csi-static")
   end
@@ -252,8 +258,8 @@ function Driver:_batch(op, vols, site, opts)
   local report = {}
   for i, r in ipairs(results) do
     local e = entry(vols[i], site)
-    e.result, e.err, e.seconds, e.snap_id, e.status = r.result, r.err, r.seconds, r.snap_id, r.status
-    e.flattened = r.flattened
+    e.result, e.err, e.seconds = r.result, r.err, r.seconds
+    e.snap_id, e.status, e.flattened = r.snap_id, r.status, r.flattened
     report[i] = e
   end
   self.log.debug(op .. " batch", { site = site, ok = sum.ok, already = sum.already,
@@ -360,7 +366,7 @@ function Driver:promote(vols, opts)
     return summarize(report)
   end
   self.log.warn("forcing promote", { images = #again, site = site, reason = why })
-  local forced = self:_batch("promote", again, site, { force = true })
+  local forced = self:_batch("promote", again, site, { force = true, retry = self.promote_retry })
   for k, e in ipairs(forced) do
     e.forced = true
     report[idx[k]] = e
@@ -409,6 +415,11 @@ function Driver:wait_synced(vols, snap_ids, opts)
   for i, v in ipairs(vols) do
     local e = entry(v, site)
     local img, ierr = c:image(v.pool, v.image, { namespace = v.namespace })
+    -- a resynced copy is deleted and recreated by rbd-mirror: absent for a while
+    while not img and ierr.code == "not_found" and time.monotonic() < deadline do
+      if not time.sleep(0.1) then break end
+      img, ierr = c:image(v.pool, v.image, { namespace = v.namespace })
+    end
     if not img then
       e.result, e.err = "failed", ierr
     elseif not snap_ids[i] then
