@@ -380,6 +380,31 @@ static int spec_changed(const cJSON *a, const cJSON *b)
     return 0;
 }
 
+/* What KubeVirt's virt-controller does with a VM's run strategy, reduced to what DR
+ * workflows look at: a VM asked to stop (runStrategy Halted, or running: false) is
+ * Stopped, one asked to run is Running. The sim has no VirtualMachineInstances, so
+ * the transition is immediate. */
+static void vm_controller(cJSON *obj)
+{
+    cJSON *spec = sim_j_obj(obj, "spec");
+    if (!spec)
+        return;
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(spec, "runStrategy");
+    const cJSON *running = cJSON_GetObjectItemCaseSensitive(spec, "running");
+    int up;
+    if (cJSON_IsString(rs))
+        up = strcmp(rs->valuestring, "Halted") != 0 && strcmp(rs->valuestring, "Manual") != 0;
+    else if (cJSON_IsBool(running))
+        up = cJSON_IsTrue(running);
+    else
+        return;
+    cJSON *st = sim_j_ensure_obj(obj, "status");
+    sim_j_set(st, "printableStatus", cJSON_CreateString(up ? "Running" : "Stopped"));
+    sim_j_set(st, "ready", cJSON_CreateBool(up));
+    if (cJSON_IsString(rs))
+        sim_j_set(st, "runStrategy", cJSON_CreateString(rs->valuestring));
+}
+
 /* Equal but for resourceVersion and managedFields: a no-op write, which the API server
  * answers without a new resourceVersion or event. */
 static int same_object(const cJSON *a, const cJSON *b)
@@ -437,6 +462,8 @@ static enum MHD_Result commit_update(ctx *x, int res, sim_obj *cur, cJSON *obj, 
         const cJSON *g = cJSON_GetObjectItemCaseSensitive(md, "generation");
         double gen = cJSON_IsNumber(g) ? g->valuedouble : 0;
         sim_j_set(md, "generation", cJSON_CreateNumber(gen + 1));
+        if (res == SIM_RES_VMS && !sub)
+            vm_controller(obj);
     }
     if (same_object(old, obj)) {
         char *text = sim_xmalloc(cur->len + 1);

@@ -321,4 +321,17 @@ storage:
         assert.matches("vm%-web1", files)
         assert.equals("disabled", image("a", images["web2-root"]):mirror_info().state)
     end)
+    it("relocate moves a group without force: source VMs stopped, DR copies primary", function()
+        local r = run("relocate", "-e", "vm_selector=app-tier=web")
+        assert.equals(0, r.code, r.stdout .. r.stderr)
+        assert.matches("vmdr%-run activate %-e vm_selector=app%-tier=web", r.stdout)
+        local vm = kubectl { "get", "vm", "-n", "shop", "web1", "-o", "jsonpath={.spec.runStrategy} {.status.printableStatus}" }
+        assert.equals("Halted Stopped", vm.stdout)
+        assert.is_true(image("b", images["web1-root"]):mirror_info().primary)
+        assert.is_false(image("a", images["web1-root"]):mirror_info().primary)
+        -- a graceful move: no split-brain on either side
+        assert.is_false(image("b", images["web1-root"]):mirror_status().split_brain)
+        -- the database group, not selected, did not move
+        assert.is_true(image("a", images["db1-root"]):mirror_info().primary)
+    end)
 end)

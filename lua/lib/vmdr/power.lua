@@ -25,9 +25,9 @@ end
 function M.stop(client, bundles)
     local patched = {}
     for _, b in ipairs(bundles) do
-        local _, err = client:patch(VM, b.ns, b.name, { spec = { running = json.null, runStrategy = "Halted" } },
+        local obj, err = client:patch(VM, b.ns, b.name, { spec = { running = json.null, runStrategy = "Halted" } },
             { type = "merge" })
-        if err and err.code ~= "not_found" then
+        if not obj and err.code ~= "not_found" then
             return nil, string.format("stopping %s/%s: %s", b.ns, b.name, tostring(err))
         end
         patched[#patched + 1] = b.ns .. "/" .. b.name
