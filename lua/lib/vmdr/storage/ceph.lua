@@ -340,7 +340,9 @@ function Driver:promote(vols, opts)
   opts = opts or {}
   local site = opts.site or "dr"
   if self.dry_run then return dry(self, vols, site, "promote (graceful, then force if needed)") end
-  local report = self:_batch("promote", vols, site, { retry = self.promote_retry })
+  -- graceful first; when force is asked there is nothing to wait for: one try, no retries
+  -- (the retries wait out EBUSY/EROFS of an orderly hand-over, seconds per image)
+  local report = self:_batch("promote", vols, site, { retry = opts.force and 0 or self.promote_retry })
   local again, idx = {}, {}
   for i, e in ipairs(report) do
     if e.result == "failed" and e.err and e.err.code == "busy" then
