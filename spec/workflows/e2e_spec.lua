@@ -217,13 +217,47 @@ storage:
         assert.matches("16Mi", show("vms/base/shop/pvc-web1-root.yaml"))
     end)
 
-    it("--dry-run shows the change and changes nothing", function()
-        local before = commits()
+    it("--dry-run shows the change and changes nothing, in every workflow", function()
+        local function state()
+            local parts = { git("rev-parse main"), git("ls-tree -r main") }
+            local names = {}
+            for claim in pairs(images) do names[#names + 1] = claim end
+            table.sort(names)
+            for _, claim in ipairs(names) do
+                for _, site in ipairs { "a", "b" } do
+                    local i = image(site, images[claim]):mirror_info()
+                    parts[#parts + 1] = string.format("%s %s %s %s", site, claim, i.state, tostring(i.primary))
+                end
+            end
+            local vms = kubectl { "get", "vm", "-A", "-o", "jsonpath={range .items[*]}{.metadata.name} "
+                .. "{.spec.runStrategy} {.status.printableStatus}{'\\n'}{end}" }
+            parts[#parts + 1] = vms.stdout
+            return table.concat(parts, "\n")
+        end
         assert.equals(0, kubectl { "label", "vm", "-n", "blog", "web2", "owner=team-b" }.code)
+        local before = state()
         local r = run("reconcile", "--dry-run")
         assert.equals(0, r.code, r.stdout .. r.stderr)
         assert.matches("%+    owner: team%-b", r.stdout)
-        assert.equals(before, commits())
+        for _, argv in ipairs {
+            { "event_sync", "-e", "namespace=blog", "-e", "name=web2" },
+            { "gc", "-e", "force=true" },
+            { "failover", "-e", "vm_selector=app-tier=database", "-e", "force=true" },
+            { "activate", "-e", "vm_selector=app-tier=database" },
+            { "deactivate", "-e", "vm_selector=app-tier=web" },
+            { "relocate", "-e", "vm_selector=app-tier=web" },
+            { "failback", "-e", "vm_selector=app-tier=database", "-e", "force=true" },
+        } do
+            argv[#argv + 1] = "--dry-run"
+            r = run(table.unpack(argv))
+            assert.equals(0, r.code, argv[1] .. ": " .. r.stdout .. r.stderr)
+            assert.equals(before, state(), argv[1] .. " --dry-run changed something")
+        end
+        -- what the storage steps would have done is shown
+        r = run("failover", "-e", "vm_selector=app-tier=database", "-e", "force=true", "--dry-run")
+        assert.matches("would promote", r.stdout .. r.stderr)
+        r = run("activate", "-e", "vm_selector=app-tier=database", "--dry-run")
+        assert.matches("labelSelector", r.stdout)
     end)
 
     it("failover of a selector promotes exactly that group's images on the DR site", function()
