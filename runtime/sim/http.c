@@ -63,9 +63,20 @@ enum MHD_Result sim__reply_raw(ctx *x, int status, const char *ctype, char *body
     MHD_add_response_header(r, "Cache-Control", "no-cache, private");
     if (retry_after)
         MHD_add_response_header(r, "Retry-After", retry_after);
-    enum MHD_Result rc = MHD_queue_response(x->c, (unsigned)status, r);
+    enum MHD_Result rc = sim__queue(x, (unsigned)status, r);
     MHD_destroy_response(r);
     return rc;
+}
+
+enum MHD_Result sim__queue(ctx *x, unsigned status, struct MHD_Response *r)
+{
+    if (x->srv->verbose) {
+        /* the path only: query values may carry anything a client put there */
+        fprintf(stderr, "vmdr-sim: %s %s%s%s -> %u\n", x->method, x->url,
+                sim__arg(x, "labelSelector") ? " (selected)" : "",
+                sim__arg_true(x, "watch") ? " (watch)" : "", status);
+    }
+    return MHD_queue_response(x->c, status, r);
 }
 
 char *sim__gzip(const char *in, size_t n, size_t *out_len)

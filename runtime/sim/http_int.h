@@ -45,6 +45,9 @@ int sim__arg_true(ctx *x, const char *k);
 int sim__authenticated(ctx *x);
 int sim__is_method(ctx *x, const char *m);
 
+/* Queues r with status, logging "METHOD URL -> STATUS" on stderr under --verbose. */
+enum MHD_Result sim__queue(ctx *x, unsigned status, struct MHD_Response *r);
+
 /* Compresses in[0..n) as a gzip member (level 1, as kube-apiserver); NULL on failure. */
 char *sim__gzip(const char *in, size_t n, size_t *out_len);
 #define SIM_GZIP_MIN (128 * 1024) /* kube-apiserver compresses responses from this size */

@@ -113,17 +113,84 @@ static void lb_add(listbody *lb, const char *p, size_t n)
 }
 
 /* Core lists carry items without apiVersion/kind (a CR list keeps them). */
-static void lb_item(listbody *lb, int res, const sim_obj *o, int first)
+static void lb_item(listbody *lb, int res, sim_text *t, int first)
 {
-    lb->refs[lb->nrefs++] = sim_text_ref(o->ref);
+    lb->refs[lb->nrefs++] = sim_text_ref(t);
     if (!first)
         lb_add(lb, ",", 1);
-    if (!sim_resources[res].custom && o->ref->bare) {
+    if (!sim_resources[res].custom && t->bare) {
         lb_add(lb, "{", 1);
-        lb_add(lb, o->ref->s + o->ref->bare, o->ref->len - o->ref->bare);
+        lb_add(lb, t->s + t->bare, t->len - t->bare);
     } else {
-        lb_add(lb, o->ref->s, o->ref->len);
+        lb_add(lb, t->s, t->len);
     }
+}
+
+/* An object as it was at a continue token's resourceVersion, when it has changed since:
+ * the state before the first event after that RV (t NULL: it did not exist then). */
+typedef struct past {
+    char *key;
+    const char *ns, *name; /* the event's, valid under the store lock */
+    sim_text *t;
+    cJSON *json;
+    uint64_t rv;
+} past;
+
+static int past_cmp(const void *a, const void *b)
+{
+    const past *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : x->rv < y->rv ? -1 : x->rv > y->rv;
+}
+
+/* Collects, sorted by key, the objects of res (after start, under prefix) that changed after
+ * rv, with their state at rv. Caller holds the store lock. */
+static past *past_states(sim_store *st, int res, uint64_t rv, const char *start, const char *prefix,
+                         size_t *out_n)
+{
+    past *v = NULL;
+    size_t n = 0;
+    for (size_t k = 0; k < st->ev_n; k++) {
+        const sim_event *e = &st->ev[(st->ev_head + k) % st->ev_cap];
+        if (e->rv <= rv || e->res != res)
+            continue;
+        size_t kl = strlen(e->ns) + strlen(e->name) + 2;
+        char *key = sim_xmalloc(kl);
+        snprintf(key, kl, "%s%s%s", e->ns, *e->ns ? "/" : "", e->name);
+        if ((start && strcmp(key, start) <= 0) ||
+            (prefix && strncmp(key, prefix, strlen(prefix)))) {
+            free(key);
+            continue;
+        }
+        v = sim_xrealloc(v, (n + 1) * sizeof *v);
+        v[n] = (past){key, e->ns, e->name, e->type == SIM_EV_ADDED ? NULL : e->before, NULL, e->rv};
+        n++;
+    }
+    if (n)
+        qsort(v, n, sizeof *v, past_cmp);
+    /* keep the first event of each key: the state before it is the state at rv */
+    size_t m = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (m && !strcmp(v[m - 1].key, v[k].key)) {
+            free(v[k].key);
+            continue;
+        }
+        v[m++] = v[k];
+    }
+    for (size_t k = 0; k < m; k++)
+        if (v[k].t)
+            v[k].json = cJSON_ParseWithLength(v[k].t->s, v[k].t->len);
+    *out_n = m;
+    return v;
+}
+
+static void past_free(past *v, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        free(v[k].key);
+        cJSON_Delete(v[k].json);
+    }
+    free(v);
 }
 
 static void lb_free(void *cls)
@@ -252,6 +319,10 @@ enum MHD_Result sim__do_list(ctx *x, int res, const char *ns)
                         : 0;
     if (start && i < c->n && !strcmp(c->v[i]->key, start))
         i++;
+    /* A continued list serves its first page's snapshot: objects changed since then are
+     * shown as they were (from the history), objects created since are left out. */
+    size_t np = 0, j = 0;
+    past *pv = start && tok_rv < st->rv ? past_states(st, res, tok_rv, start, prefix, &np) : NULL;
     cJSON *table = NULL;
     listbody *lb = NULL;
     char av[64];
@@ -262,7 +333,7 @@ enum MHD_Result sim__do_list(ctx *x, int res, const char *ns)
         lb = calloc(1, sizeof *lb);
         if (!lb)
             abort();
-        lb->refs = sim_xmalloc((c->n - (i < c->n ? i : c->n) + 1) * sizeof *lb->refs);
+        lb->refs = sim_xmalloc((c->n - (i < c->n ? i : c->n) + np + 1) * sizeof *lb->refs);
         sim_buf_printf(&lb->head,
                        "{\"kind\":\"%s\",\"apiVersion\":\"%s\",\"metadata\":{\"resourceVersion\":"
                        "\"%llu\"",
@@ -272,26 +343,44 @@ enum MHD_Result sim__do_list(ctx *x, int res, const char *ns)
     int any_label = !sim_selector_empty(ls), any_field = fs.n > 0;
     long n = 0, remaining = 0;
     const char *last_key = NULL;
-    for (; i < c->n; i++) {
-        sim_obj *o = c->v[i];
-        if (prefix && strncmp(o->key, prefix, plen))
+    for (;;) {
+        sim_obj *o = i < c->n ? c->v[i] : NULL;
+        if (o && prefix && strncmp(o->key, prefix, plen))
+            o = NULL; /* past the namespace */
+        past *p = j < np ? &pv[j] : NULL;
+        if (!o && !p)
             break;
-        if ((any_field && !sim_fieldsel_matches(&fs, o->ns, o->name)) ||
-            (any_label && !sim_selector_matches(ls, sim_j_path(o->json, "metadata.labels"))))
+        int cmp = !o ? 1 : !p ? -1 : strcmp(o->key, p->key);
+        const char *key, *ons, *oname;
+        sim_text *t;
+        const cJSON *json;
+        if (cmp < 0) {
+            i++;
+            key = o->key, ons = o->ns, oname = o->name, t = o->ref, json = o->json;
+        } else {
+            if (cmp == 0)
+                i++; /* the current state is newer than the snapshot */
+            j++;
+            if (!p->t)
+                continue; /* created after the snapshot */
+            key = p->key, ons = p->ns, oname = p->name, t = p->t, json = p->json;
+        }
+        if ((any_field && !sim_fieldsel_matches(&fs, ons, oname)) ||
+            (any_label && !sim_selector_matches(ls, sim_j_path(json, "metadata.labels"))))
             continue;
         if (limit && n == limit) {
             remaining++;
             continue;
         }
         if (table)
-            cJSON_AddItemToArray(cJSON_GetObjectItem(table, "rows"),
-                                 sim__table_row(x, res, o->json));
+            cJSON_AddItemToArray(cJSON_GetObjectItem(table, "rows"), sim__table_row(x, res, json));
         else
-            lb_item(lb, res, o, n == 0);
-        last_key = o->key;
+            lb_item(lb, res, t, n == 0);
+        last_key = key;
         n++;
     }
     char *next = remaining ? continue_token(rv, last_key) : NULL;
+    past_free(pv, np);
     pthread_mutex_unlock(&st->mu);
     free(prefix);
     free(start);
@@ -342,7 +431,7 @@ enum MHD_Result sim__do_list(ctx *x, int res, const char *ns)
     if (lb->gz)
         MHD_add_response_header(r, "Content-Encoding", "gzip");
     MHD_add_response_header(r, "Cache-Control", "no-cache, private");
-    enum MHD_Result rc = MHD_queue_response(x->c, 200, r);
+    enum MHD_Result rc = sim__queue(x, 200, r);
     MHD_destroy_response(r);
     return rc;
 }

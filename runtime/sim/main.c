@@ -31,7 +31,7 @@ static void usage(FILE *f)
           "                [--kubeconfig-out FILE] [--kubeconfig-client-cert FILE\n"
           "                 --kubeconfig-client-key FILE] [--state FILE] [--generate N]\n"
           "                [--faults JSON|@FILE] [--history N] [--bookmark-interval SEC] [--gzip]\n"
-          "                [--quiet]\n"
+          "                [--quiet | --verbose]\n"
           "Serves VirtualMachines, PVCs, PVs, namespaces and leases over the Kubernetes REST API.\n"
           "PORT 0 picks a free port; the URL is printed on stdout as 'vmdr-sim listening on URL'.\n"
           "Admin (same listener and auth): GET /_sim/state, GET|POST /_sim/faults "
@@ -201,7 +201,7 @@ int main(int argc, char **argv)
     const char *faults = NULL, *kc_cert = NULL, *kc_key = NULL;
     long generate = 0, history = 10000;
     double bookmark_interval = 5;
-    int tls = 0, quiet = 0, gzip = 0;
+    int tls = 0, quiet = 0, gzip = 0, verbose = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
 #define NEXT()                                                                                     \
@@ -261,6 +261,8 @@ int main(int argc, char **argv)
             faults = NEXT();
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
             quiet = 1;
+        } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
+            verbose = 1;
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
@@ -307,6 +309,7 @@ int main(int argc, char **argv)
     srv.token = token;
     srv.tls = tls;
     srv.quiet = quiet;
+    srv.verbose = verbose;
     srv.started = sim_mono();
     srv.faults.bookmark_interval = bookmark_interval;
     srv.faults.gzip = gzip;

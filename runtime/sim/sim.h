@@ -157,6 +157,8 @@ typedef struct sim_event {
     char *prev_text; /* MODIFIED: the previous state at this RV (a selected watch's DELETED) */
     size_t prev_len;
     cJSON *labels, *prev_labels;
+    sim_text *before;   /* the object as it was before this event (NULL for ADDED): lets a
+                           continued list serve the snapshot of its first page */
 } sim_event;
 
 typedef struct sim_store {
@@ -238,6 +240,7 @@ typedef struct sim_server {
     int port;
     int restart_seconds; /* set by the admin endpoint; main.c acts on it */
     int quiet;
+    int verbose; /* one stderr line per request */
     uint64_t requests;
     double started;
 } sim_server;

@@ -175,6 +175,7 @@ static void event_clear(sim_event *e)
     free(e->prev_text);
     cJSON_Delete(e->labels);
     cJSON_Delete(e->prev_labels);
+    sim_text_unref(e->before);
     memset(e, 0, sizeof *e);
 }
 
@@ -243,7 +244,7 @@ static void set_rv(cJSON *obj, uint64_t rv)
 }
 
 static void record(sim_store *st, int res, int type, const char *ns, const char *name,
-                   const cJSON *obj, const cJSON *prev)
+                   const cJSON *obj, const cJSON *prev, sim_text *before)
 {
     if (st->ev_n == st->ev_cap) {
         /* The oldest event falls out of the history: watches from before it get 410. */
@@ -262,6 +263,7 @@ static void record(sim_store *st, int res, int type, const char *ns, const char 
     e->name = sim_xstrdup(name);
     e->text = sim_j_print(obj, &e->len);
     e->labels = labels_copy(obj);
+    e->before = before; /* the reference is the event's now */
     if (prev) {
         cJSON *p = cJSON_Duplicate(prev, 1);
         set_rv(p, st->rv);
@@ -340,12 +342,13 @@ sim_obj *sim_store_put(sim_store *st, int res, cJSON *obj, int rec)
     size_t i = sim_store_lower_bound(c, key);
     sim_obj *o;
     cJSON *prev = NULL;
+    sim_text *before = NULL;
     int existed = i < c->n && !strcmp(c->v[i]->key, key);
     if (existed) {
         o = c->v[i];
         free(key);
         prev = o->json;
-        sim_text_unref(o->ref);
+        before = o->ref; /* kept by the event: a continued list may need the old state */
     } else {
         if (c->n == c->cap) {
             c->cap = c->cap ? c->cap * 2 : 64;
@@ -366,7 +369,9 @@ sim_obj *sim_store_put(sim_store *st, int res, cJSON *obj, int rec)
     o->text = o->ref->s;
     o->len = o->ref->len;
     if (rec)
-        record(st, res, existed ? SIM_EV_MODIFIED : SIM_EV_ADDED, ns, name, obj, prev);
+        record(st, res, existed ? SIM_EV_MODIFIED : SIM_EV_ADDED, ns, name, obj, prev, before);
+    else
+        sim_text_unref(before);
     cJSON_Delete(prev);
     st->changes++;
     return o;
@@ -387,8 +392,9 @@ int sim_store_delete(sim_store *st, int res, const char *ns, const char *name, c
     c->n--;
     /* The deleted object is reported at the deletion's resourceVersion, as etcd does. */
     st->rv++;
+    sim_text *before = sim_text_ref(o->ref);
     set_rv(o->json, st->rv);
-    record(st, res, SIM_EV_DELETED, o->ns, o->name, o->json, NULL);
+    record(st, res, SIM_EV_DELETED, o->ns, o->name, o->json, NULL, before);
     if (out_text)
         *out_text = sim_j_print(o->json, out_len);
     obj_free(o);

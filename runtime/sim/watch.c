@@ -295,7 +295,7 @@ enum MHD_Result sim__do_watch(ctx *x, int res, const char *ns)
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, watch_read, w, watch_free);
     MHD_add_response_header(r, "Content-Type", "application/json");
     MHD_add_response_header(r, "Cache-Control", "no-cache, private");
-    enum MHD_Result rc = MHD_queue_response(x->c, 200, r);
+    enum MHD_Result rc = sim__queue(x, 200, r);
     MHD_destroy_response(r);
     return rc;
 }

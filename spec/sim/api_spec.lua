@@ -103,6 +103,44 @@ describe("vmdr-sim API", function()
         assert.equals(400, get(VMS .. "?limit=5&continue=garbage!").code)
       end)
 
+    it("serves every page of a continued list from the first page's snapshot", function()
+      local function vm(name)
+        return { apiVersion = "kubevirt.io/v1", kind = "VirtualMachine", metadata = { name = name },
+          spec = { runStrategy = "Halted" } }
+      end
+      assert.equals(201, s.curl { method = "POST", path = VMS, body = vm("vm-00007x") }.code)
+      local p1 = get(VMS .. "?limit=4").json
+      local names = {}
+      for _, it in ipairs(p1.items) do names[#names + 1] = it.metadata.name end
+      -- after the first page: a change, a deletion and a creation further down the list
+      label("vm-00006", "snap", "after")
+      assert.equals(200, s.curl { method = "DELETE", path = VMS .. "/vm-00007x" }.code)
+      assert.equals(201, s.curl { method = "POST", path = VMS, body = vm("vm-00005a") }.code)
+      local cont, seen6 = p1.metadata.continue, nil
+      while cont do
+        local p = get(VMS .. "?limit=4&continue=" .. cont).json
+        assert.equals(p1.metadata.resourceVersion, p.metadata.resourceVersion)
+        for _, it in ipairs(p.items) do
+          names[#names + 1] = it.metadata.name
+          if it.metadata.name == "vm-00006" then seen6 = it end
+        end
+        cont = p.metadata.continue
+      end
+      local set = {}
+      for _, n in ipairs(names) do set[n] = true end
+      assert.is_true(set["vm-00007x"]) -- deleted after the snapshot: still in it
+      assert.is_nil(set["vm-00005a"]) -- created after: not in it
+      assert.is_nil((seen6.metadata.labels or {}).snap) -- as it was
+      assert.equals(13, #names)
+      -- a new list sees the present
+      local now = {}
+      for _, it in ipairs(get(VMS).json.items) do now[it.metadata.name] = it end
+      assert.is_nil(now["vm-00007x"])
+      assert.truthy(now["vm-00005a"])
+      assert.equals("after", now["vm-00006"].metadata.labels.snap)
+      assert.equals(200, s.curl { method = "DELETE", path = VMS .. "/vm-00005a" }.code)
+    end)
+
     it("returns Tables for kubectl's Accept header", function()
       local r = get(VMS .. "/vm-00001", { "Accept: application/json;as=Table;v=v1;g=meta.k8s.io,application/json" })
       assert.equals("Table", r.json.kind)
@@ -336,6 +374,17 @@ describe("vmdr-sim API", function()
     end)
 
     it("closes the listener for S seconds, ending open watches, then serves again", function()
+      -- a watch open across the restart: it must be cut, not left hanging
+      local d = h.tmpdir("restart-watch")
+      local cmd = "curl -sN --max-time 60 --cacert " .. h.q(s.ca_file) .. " -H " ..
+        h.q("Authorization: Bearer " .. s.token) .. " " .. h.q(s.url .. VMS .. "?watch=1") ..
+        " >" .. h.q(d .. "/out") .. "; echo $? >" .. h.q(d .. "/rc")
+      assert.equals(0, h.sh("sh -c " .. h.q(cmd) .. " >/dev/null 2>&1 &"))
+      local deadline = t.monotonic() + 20
+      while not (h.read(d .. "/out") or ""):find("ADDED", 1, true) do -- the watch is streaming
+        assert.is_true(t.monotonic() < deadline, "the watch never started")
+        t.sleep(0.05)
+      end
       s.admin { restart = 2 }
       local deadline = t.monotonic() + 10
       local refused = false
@@ -353,6 +402,8 @@ describe("vmdr-sim API", function()
       until back.code == 200 or t.monotonic() > deadline
       assert.equals(200, back.code)
       assert.equals(12 - 1 + 1, #get(VMS).json.items) -- objects survive: 12 - deleted + created
+      local rc = tonumber((h.read(d .. "/rc") or ""):match("%d+"))
+      assert.equals(18, rc) -- curl: transfer closed with outstanding read data (a cut stream)
     end)
 
     it("validates fault documents and changes nothing on a bad one", function()
