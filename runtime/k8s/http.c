@@ -601,6 +601,7 @@ int vmdr_k8s_request(vmdr_k8s_conn *c, const vmdr_k8s_req *r, vmdr_k8s_resp *out
     }
     out->body = x->buf ? x->buf + x->off : "";
     out->len = x->len - x->off;
+
     out->content_type = x->content_type;
     out->retry_after = x->retry_after;
     {

@@ -348,6 +348,11 @@ describe("vmdr.k8s against vmdr-sim --gzip", function()
     local ok, err = pcall(function()
       local all = assert(c:list("vm", { limit = 0 }))
       assert.equals(300, #all.items)
+      -- streamed in batches, the items are those of a plain decode, in order
+      local plain = assert(c:request("GET", "/apis/kubevirt.io/v1/virtualmachines"))
+      assert.equals(#plain.items, #all.items)
+      for i = 1, #plain.items do assert.equals(plain.items[i].metadata.uid, all.items[i].metadata.uid) end
+      assert.equals(plain.metadata.resourceVersion, all.metadata.resourceVersion)
       local paged = assert(c:list("vm", { limit = 120,
         labelSelector = "dr.demojam.com/enabled=true" }))
       assert.equals(300, #paged.items)

@@ -20,6 +20,8 @@ static int fuzz_same(lua_State *L, int a, int b, int depth)
     b = lua_absindex(L, b);
     if (lua_type(L, a) != lua_type(L, b) || depth > 600)
         return 0;
+    /* each level holds a key and two values while it recurses */
+    luaL_checkstack(L, 8, "fuzz_same");
     switch (lua_type(L, a)) {
     case LUA_TNUMBER:
         if (lua_isinteger(L, a) != lua_isinteger(L, b))
