@@ -237,6 +237,30 @@ static int log_level(lua_State *L)
     return 1;
 }
 
+/* log.progress(label, done, total): a one-line progress bar on stderr, redrawn in
+ * place, only when stderr is a terminal and the format is text (machines get the
+ * summary instead). done == total ends the line. */
+static int log_progress(lua_State *L)
+{
+    const char *label = luaL_checkstring(L, 1);
+    lua_Integer done = luaL_checkinteger(L, 2), total = luaL_checkinteger(L, 3);
+    log_ctx *c = get_ctx(L);
+    if (c->json || !isatty(STDERR_FILENO) || total <= 0)
+        return 0;
+    if (done > total)
+        done = total;
+    int width = 30, fill = (int)(done * width / total);
+    char bar[64];
+    for (int i = 0; i < width; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[width] = '\0';
+    fprintf(stderr, "\r%s [%s] %lld/%lld", label, bar, (long long)done, (long long)total);
+    if (done == total)
+        fputc('\n', stderr);
+    fflush(stderr);
+    return 0;
+}
+
 /* log.format() -> "text" | "json" */
 static int log_format(lua_State *L)
 {
@@ -273,7 +297,7 @@ static int log_redact(lua_State *L)
 static const luaL_Reg log_funcs[] = {
     {"debug", log_debug},     {"info", log_info},       {"warn", log_warn},
     {"error", log_error},     {"configure", log_configure}, {"level", log_level},
-    {"enabled", log_enabled}, {"format", log_format}, {"secret", log_secret},   {"redact", log_redact},
+    {"enabled", log_enabled}, {"format", log_format}, {"progress", log_progress}, {"secret", log_secret},   {"redact", log_redact},
     {NULL, NULL}};
 
 int luaopen_vmdr_log(lua_State *L)

@@ -25,7 +25,9 @@ local function basename(p) return p:match("[^/]+$") end
 ---@return table rendered { vms = { {ns=, name=, files={path=bytes}, hash=} }, failed = { {ns=, name=, err=} } }
 function M.render(ctx, lay, bundles)
     local out = { vms = {}, failed = {} }
-    for _, b in ipairs(bundles) do
+    local progress = #bundles >= 200 and ctx.log and ctx.log.progress
+    for i, b in ipairs(bundles) do
+        if progress and (i % 100 == 0 or i == #bundles) then progress("cleaning VMs", i, #bundles) end
         local function fail(msg) out.failed[#out.failed + 1] = { ns = b.ns, name = b.name, err = msg } end
         if #b.problems > 0 then
             fail(table.concat(b.problems, "; "))
