@@ -12,10 +12,17 @@ typedef struct git_change {
     int removed;
 } git_change;
 
+typedef struct vmdr_git_dircache {
+    int valid;
+    size_t len;
+    char dir[4096]; /* the last directory checked to be a real one */
+} vmdr_git_dircache;
+
 struct vmdr_git_repo {
     git_repository *repo;
     git_odb_backend *mempack; /* owned by the odb once added */
-    char *workdir;            /* ends in "/" */
+    char *workdir;            /* ends in "/"; NULL for a clone without a work tree */
+    vmdr_git_dircache dircache;
     char *branch;
     char *local_ref;          /* refs/heads/<branch> */
     char *remote_ref;         /* refs/remotes/origin/<branch> */
@@ -44,7 +51,7 @@ void vmdr_git__drop_pending(vmdr_git_repo *r);
 
 /* path.c */
 int vmdr_git__write_file(const char *workdir, const char *path, const char *data, size_t len,
-                         vmdr_err *e);
+                         vmdr_git_dircache *dc, vmdr_err *e);
 int vmdr_git__remove_file(const char *workdir, const char *path, vmdr_err *e);
 /* Refuses a tree with "..", ".git", absolute or slash-bearing names, or a symlink
  * whose target leaves the root. */

@@ -129,9 +129,16 @@ static int pending_put(vmdr_git_repo *r, const char *path, const git_oid *oid, i
         c->oid = *oid;
     c->removed = removed;
     r->nchanges++;
-    if ((r->nchanges * 2 > r->nslots && pending_rehash(r, r->nslots ? r->nslots * 2 : 128)) ||
-        (r->nchanges * 2 <= r->nslots && pending_rehash(r, r->nslots)))
-        return vmdr_err_set(e, "nomem", 0, "out of memory");
+    if (r->nchanges * 2 > r->nslots) {
+        /* Keep the load under one half; the rehash places the new entry too. */
+        if (pending_rehash(r, r->nslots ? r->nslots * 2 : 128) < 0)
+            return vmdr_err_set(e, "nomem", 0, "out of memory");
+        return 0;
+    }
+    size_t i = hash_path(path) & (r->nslots - 1);
+    while (r->slots[i])
+        i = (i + 1) & (r->nslots - 1);
+    r->slots[i] = r->nchanges;
     return 0;
 }
 
@@ -251,9 +258,7 @@ static int setup(vmdr_git_repo *r, const vmdr_git_opts *o, vmdr_err *e)
     if (!git_reference_is_valid_name(r->local_ref))
         return vmdr_err_set(e, "invalid", 0, "invalid branch name '%s'", branch);
     const char *wd = git_repository_workdir(r->repo);
-    if (!wd)
-        return vmdr_err_set(e, "invalid", 0, "the clone is bare: vmdr needs a work tree");
-    r->workdir = strdup(wd);
+    r->workdir = wd ? strdup(wd) : NULL;
     r->user = strdup(o->user && *o->user ? o->user : "git");
     r->token = dupstr(o->token);
     r->ssh_key = dupstr(o->ssh_key);
@@ -377,7 +382,8 @@ int vmdr_git_clone(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o
         }
         git_repository_init_options io;
         git_repository_init_options_init(&io, GIT_REPOSITORY_INIT_OPTIONS_VERSION);
-        io.flags = GIT_REPOSITORY_INIT_MKPATH | GIT_REPOSITORY_INIT_NO_REINIT;
+        io.flags = GIT_REPOSITORY_INIT_MKPATH | GIT_REPOSITORY_INIT_NO_REINIT |
+                   (o->no_worktree ? GIT_REPOSITORY_INIT_BARE : 0);
         io.initial_head = o->branch && *o->branch ? o->branch : "main";
         rc = git_repository_init_ext(&r->repo, path, &io);
     }
@@ -396,7 +402,7 @@ int vmdr_git_clone(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o
 
 const char *vmdr_git_workdir(const vmdr_git_repo *r)
 {
-    return r->workdir;
+    return r->workdir ? r->workdir : git_repository_path(r->repo);
 }
 
 /* ---- reading -------------------------------------------------------------------------- */
@@ -675,7 +681,7 @@ int vmdr_git_write(vmdr_git_repo *r, const char *path, const char *data, size_t 
     int rc = git_blob_create_from_buffer(&id, r->repo, data, len);
     if (rc < 0)
         return vmdr_git__set_error(e, rc, "cannot store blob");
-    if (vmdr_git__write_file(r->workdir, path, data, len, e) < 0)
+    if (r->workdir && vmdr_git__write_file(r->workdir, path, data, len, &r->dircache, e) < 0)
         return -1;
     return pending_put(r, path, &id, 0, e);
 }
@@ -708,7 +714,8 @@ int vmdr_git_remove(vmdr_git_repo *r, const char *path, int *removed, vmdr_err *
     }
     if (!*removed)
         return 0;
-    if (vmdr_git__remove_file(r->workdir, path, e) < 0)
+    r->dircache.valid = 0;
+    if (r->workdir && vmdr_git__remove_file(r->workdir, path, e) < 0)
         return -1;
     return pending_put(r, path, NULL, 1, e);
 }
@@ -788,8 +795,9 @@ int vmdr_git_commit(vmdr_git_repo *r, const char *msg, const char *name, const c
     git_oid_tostr(out_hex, 41, &cid);
     *changed = 1;
     /* The index follows the new tree; unchanged entries keep their stat data. */
-    if ((rc = git_repository_index(&idx, r->repo)) < 0 || (rc = git_index_read_tree(idx, tree)) < 0 ||
-        (rc = git_index_write(idx)) < 0)
+    if (r->workdir &&
+        ((rc = git_repository_index(&idx, r->repo)) < 0 || (rc = git_index_read_tree(idx, tree)) < 0 ||
+         (rc = git_index_write(idx)) < 0))
         goto gitfail;
     ret = 0;
     goto done;
@@ -871,6 +879,7 @@ int vmdr_git_reset_to_remote(vmdr_git_repo *r, vmdr_err *e)
     co.disable_filters = 1;
 
     vmdr_git__drop_pending(r);
+    r->dircache.valid = 0;
     rc = git_reference_name_to_id(&target, r->repo, r->remote_ref);
     if (rc == GIT_ENOTFOUND) {
         /* The remote branch does not exist yet: an empty work tree, an unborn branch. */
@@ -885,6 +894,13 @@ int vmdr_git_reset_to_remote(vmdr_git_repo *r, vmdr_err *e)
                 return vmdr_git__set_error(e, rc, "cannot reset");
         }
         git_error_clear();
+        if (!r->workdir) {
+            rc = git_repository_set_head(r->repo, r->local_ref);
+            if (rc < 0)
+                vmdr_git__set_error(e, rc, "cannot reset to the empty remote");
+            ret = rc < 0 ? -1 : 0;
+            goto done;
+        }
         if ((rc = git_repository_set_head(r->repo, r->local_ref)) < 0 ||
             (rc = git_treebuilder_new(&bld, r->repo, NULL)) < 0 ||
             (rc = git_treebuilder_write(&empty, bld)) < 0 ||
@@ -918,7 +934,7 @@ int vmdr_git_reset_to_remote(vmdr_git_repo *r, vmdr_err *e)
      * keeps untracked files (what a killed run wrote must go). Checkout also writes the
      * index; the branch moves after the files are in place. */
     git_reference *ref = NULL;
-    if ((rc = git_checkout_tree(r->repo, commit, &co)) < 0 ||
+    if ((r->workdir && (rc = git_checkout_tree(r->repo, commit, &co)) < 0) ||
         (rc = git_reference_create(&ref, r->repo, r->local_ref, &target, 1, "vmdr: reset")) < 0 ||
         (rc = git_repository_set_head(r->repo, r->local_ref)) < 0) {
         git_reference_free(ref);

@@ -61,6 +61,8 @@ function M.git_options(config)
   if perr then return nil, perr end
   local accept = g.accept_unknown_host_key
   if type(accept) == "string" then accept = accept == "true" end
+  local worktree = g.worktree
+  if type(worktree) == "string" then worktree = worktree ~= "false" end
   return {
     url = g.url,
     branch = g.branch or "main",
@@ -72,6 +74,8 @@ function M.git_options(config)
     known_hosts = g.known_hosts,
     accept_unknown_host_key = accept == true,
     ca_file = g.ca_file,
+    -- false: the clone keeps objects and refs only (no files checked out; faster)
+    worktree = worktree ~= false,
   }
 end
 
