@@ -678,7 +678,12 @@ int vmdr_git_write(vmdr_git_repo *r, const char *path, const char *data, size_t 
     git_oid id;
     if (vmdr_git_check_path(path, e) < 0)
         return -1;
-    int rc = git_blob_create_from_buffer(&id, r->repo, data, len);
+    /* Straight into the mempack: git_blob_create_from_buffer first "freshens" on disk,
+     * and every miss there re-reads the pack directory (most of the time for 10,000
+     * writes). An object that was already on disk is packed again: harmless. */
+    int rc = git_odb_hash(&id, data, len, GIT_OBJECT_BLOB);
+    if (rc == 0)
+        rc = r->mempack->write(r->mempack, &id, data, len, GIT_OBJECT_BLOB);
     if (rc < 0)
         return vmdr_git__set_error(e, rc, "cannot store blob");
     if (r->workdir && vmdr_git__write_file(r->workdir, path, data, len, &r->dircache, e) < 0)
@@ -720,6 +725,26 @@ int vmdr_git_remove(vmdr_git_repo *r, const char *path, int *removed, vmdr_err *
     return pending_put(r, path, NULL, 1, e);
 }
 
+/* The pack goes to the indexer in one append: git_packbuilder_write feeds it object by
+ * object, and libgit2 1.5's indexer maps and unmaps the pack file for every append
+ * (40,000 mmap/munmap pairs for 10,000 files). */
+int vmdr_git__index_pack(git_repository *repo, const char *dir, const char *data, size_t len)
+{
+    git_indexer *idx = NULL;
+    git_indexer_progress stats;
+    git_odb *odb = NULL;
+    int rc = git_repository_odb(&odb, repo);
+    if (rc == 0)
+        rc = git_indexer_new(&idx, dir, 0, odb, NULL);
+    if (rc == 0)
+        rc = git_indexer_append(idx, data, len, &stats);
+    if (rc == 0)
+        rc = git_indexer_commit(idx, &stats);
+    git_indexer_free(idx);
+    git_odb_free(odb);
+    return rc;
+}
+
 /* ---- commit -------------------------------------------------------------------------------- */
 
 static int pack_new_objects(vmdr_git_repo *r, const git_oid *commit, vmdr_err *e)
@@ -741,9 +766,13 @@ static int pack_new_objects(vmdr_git_repo *r, const git_oid *commit, vmdr_err *e
     if (rc == 0)
         rc = git_packbuilder_insert(pb, commit, NULL);
     snprintf(dir, sizeof dir, "%sobjects/pack", git_repository_path(r->repo));
+    git_buf buf = {0};
     if (rc == 0)
-        rc = git_packbuilder_write(pb, dir, 0, NULL, NULL);
+        rc = git_packbuilder_write_buf(&buf, pb);
     git_packbuilder_free(pb);
+    if (rc == 0)
+        rc = vmdr_git__index_pack(r->repo, dir, buf.ptr, buf.size);
+    git_buf_dispose(&buf);
     if (rc < 0)
         return vmdr_git__set_error(e, rc, "cannot write the pack");
     return 0;
