@@ -42,6 +42,12 @@ struct vmdr_git_repo {
     int built_empty;
     git_oid *trees;
     size_t ntrees, tcap;
+
+    /* The pack of the last commit, kept so a local push indexes it instead of packing
+     * the same objects again (valid while the branch is that commit on that parent). */
+    git_buf last_pack;
+    git_oid last_commit, last_parent;
+    int last_has_parent, last_valid;
 };
 
 /* repo.c */

@@ -372,7 +372,16 @@ static int push_local(vmdr_git_repo *r, const git_oid *head, vmdr_err *e)
                      "last fetch)", r->local_ref);
         goto done;
     }
-    if ((rc = git_packbuilder_new(&pb, r->repo)) < 0 || (rc = git_revwalk_new(&walk, r->repo)) < 0 ||
+    if (r->last_valid && git_oid_equal(&r->last_commit, head) &&
+        r->last_has_parent == has_expected &&
+        (!has_expected || git_oid_equal(&r->last_parent, &expected))) {
+        /* The remote is at our commit's parent: our commit's own pack is what it lacks. */
+        rc = vmdr_git__index_pack(dst, dstpack, r->last_pack.ptr, r->last_pack.size);
+        if (rc < 0) {
+            vmdr_git__set_error(e, rc, "push failed");
+            goto done;
+        }
+    } else if ((rc = git_packbuilder_new(&pb, r->repo)) < 0 || (rc = git_revwalk_new(&walk, r->repo)) < 0 ||
         (rc = git_revwalk_push(walk, head)) < 0 ||
         (has_expected && (rc = git_revwalk_hide(walk, &expected)) < 0) ||
         (rc = git_packbuilder_insert_walk(pb, walk)) < 0 ||

@@ -162,6 +162,7 @@ void vmdr_git_free(vmdr_git_repo *r)
     if (!r)
         return;
     vmdr_git__drop_pending(r);
+    git_buf_dispose(&r->last_pack);
     free(r->changes);
     free(r->slots);
     free(r->trees);
@@ -766,15 +767,17 @@ static int pack_new_objects(vmdr_git_repo *r, const git_oid *commit, vmdr_err *e
     if (rc == 0)
         rc = git_packbuilder_insert(pb, commit, NULL);
     snprintf(dir, sizeof dir, "%sobjects/pack", git_repository_path(r->repo));
-    git_buf buf = {0};
+    r->last_valid = 0;
+    git_buf_dispose(&r->last_pack);
     if (rc == 0)
-        rc = git_packbuilder_write_buf(&buf, pb);
+        rc = git_packbuilder_write_buf(&r->last_pack, pb);
     git_packbuilder_free(pb);
     if (rc == 0)
-        rc = vmdr_git__index_pack(r->repo, dir, buf.ptr, buf.size);
-    git_buf_dispose(&buf);
-    if (rc < 0)
+        rc = vmdr_git__index_pack(r->repo, dir, r->last_pack.ptr, r->last_pack.size);
+    if (rc < 0) {
+        git_buf_dispose(&r->last_pack);
         return vmdr_git__set_error(e, rc, "cannot write the pack");
+    }
     return 0;
 }
 
@@ -823,6 +826,11 @@ int vmdr_git_commit(vmdr_git_repo *r, const char *msg, const char *name, const c
         goto gitfail;
     git_oid_tostr(out_hex, 41, &cid);
     *changed = 1;
+    r->last_commit = cid;
+    r->last_has_parent = born;
+    if (born)
+        r->last_parent = pid;
+    r->last_valid = 1;
     /* The index follows the new tree; unchanged entries keep their stat data. */
     if (r->workdir &&
         ((rc = git_repository_index(&idx, r->repo)) < 0 || (rc = git_index_read_tree(idx, tree)) < 0 ||
@@ -909,6 +917,8 @@ int vmdr_git_reset_to_remote(vmdr_git_repo *r, vmdr_err *e)
 
     vmdr_git__drop_pending(r);
     r->dircache.valid = 0;
+    r->last_valid = 0;
+    git_buf_dispose(&r->last_pack);
     rc = git_reference_name_to_id(&target, r->repo, r->remote_ref);
     if (rc == GIT_ENOTFOUND) {
         /* The remote branch does not exist yet: an empty work tree, an unborn branch. */
