@@ -781,6 +781,42 @@ static int pack_new_objects(vmdr_git_repo *r, const git_oid *commit, vmdr_err *e
     return 0;
 }
 
+static int index_update(vmdr_git_repo *r, git_index *idx)
+{
+    char full[8192];
+    struct stat st;
+    if (git_index_read(idx, 0) < 0)
+        return -1;
+    for (size_t i = 0; i < r->nchanges; i++) {
+        git_change *c = &r->changes[i];
+        if (c->removed) {
+            if (git_index_remove_bypath(idx, c->path) < 0)
+                return -1;
+            continue;
+        }
+        snprintf(full, sizeof full, "%s%s", r->workdir, c->path);
+        if (lstat(full, &st) != 0)
+            return -1;
+        git_index_entry en;
+        memset(&en, 0, sizeof en);
+        en.ctime.seconds = (int32_t)st.st_ctim.tv_sec;
+        en.ctime.nanoseconds = (uint32_t)st.st_ctim.tv_nsec;
+        en.mtime.seconds = (int32_t)st.st_mtim.tv_sec;
+        en.mtime.nanoseconds = (uint32_t)st.st_mtim.tv_nsec;
+        en.dev = (uint32_t)st.st_dev;
+        en.ino = (uint32_t)st.st_ino;
+        en.uid = (uint32_t)st.st_uid;
+        en.gid = (uint32_t)st.st_gid;
+        en.file_size = (uint32_t)st.st_size;
+        en.mode = GIT_FILEMODE_BLOB;
+        en.id = c->oid;
+        en.path = c->path;
+        if (git_index_add(idx, &en) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int vmdr_git_commit(vmdr_git_repo *r, const char *msg, const char *name, const char *email,
                     char out_hex[41], int *changed, vmdr_err *e)
 {
@@ -831,10 +867,15 @@ int vmdr_git_commit(vmdr_git_repo *r, const char *msg, const char *name, const c
     if (born)
         r->last_parent = pid;
     r->last_valid = 1;
-    /* The index follows the new tree; unchanged entries keep their stat data. */
-    if (r->workdir &&
-        ((rc = git_repository_index(&idx, r->repo)) < 0 || (rc = git_index_read_tree(idx, tree)) < 0 ||
-         (rc = git_index_write(idx)) < 0))
+    if (r->workdir && (rc = git_repository_index(&idx, r->repo)) == 0) {
+        /* The index follows the new tree: entry by entry for what changed (with the stat
+         * data of the file just written, so `git status` does not rehash it), else a full
+         * re-read of the tree. */
+        if (index_update(r, idx) < 0 && (rc = git_index_read_tree(idx, tree)) < 0)
+            goto gitfail;
+        rc = git_index_write(idx);
+    }
+    if (rc < 0)
         goto gitfail;
     ret = 0;
     goto done;
