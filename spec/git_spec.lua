@@ -236,6 +236,19 @@ describe("vmdr.git over file:// and a path", function()
     assert.equals("x", h.read(tmp .. "/full/file"))
   end)
 
+  it("completes a clone whose init was killed half-way", function()
+    gitsrv.bare(S, "m", true)
+    local url = gitsrv.urls(S, "m").file
+    -- what a kill inside git_repository_init can leave: a .git without HEAD or config
+    assert(h.sh("mkdir -p " .. h.q(tmp .. "/k/.git/objects/pack") .. " " .. h.q(tmp .. "/k/.git/refs")) == 0)
+    local r = assert(git.clone(url, tmp .. "/k"))
+    assert.equals("seed\n", r:read("README"))
+    assert.equals("seed\n", h.read(tmp .. "/k/README"))
+    assert(h.sh("mkdir -p " .. h.q(tmp .. "/kb/objects") .. " && touch " .. h.q(tmp .. "/kb/config")) == 0)
+    local b = assert(git.clone(url, tmp .. "/kb", { worktree = false }))
+    assert.equals("seed\n", b:read("README"))
+  end)
+
   it("raises on misuse and on a closed handle", function()
     gitsrv.bare(S, "m", true)
     local r = assert(git.clone(gitsrv.urls(S, "m").file, tmp .. "/m"))

@@ -5,6 +5,7 @@
  * trees on the changed paths with treebuilders over the previous tree, and writes
  * the new objects as ONE pack (10,000 loose objects is what makes git slow here).
  * git_mempack_dump is not used: it packs the commit's whole tree (trap 8). */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -358,6 +359,39 @@ int vmdr_git_open(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o,
     return 0;
 }
 
+/* A directory a killed `clone` left before its repository was complete: only git's own
+ * names in it (with a work tree, a .git and possibly files of a killed checkout can only
+ * come after a complete init, so .git alone is what marks it). */
+static int partial_init(const char *path, int bare)
+{
+    static const char *const gitnames[] = {"HEAD", "config", "description", "objects", "refs",
+                                           "hooks", "info", "branches", NULL};
+    DIR *d = opendir(path);
+    struct dirent *de;
+    int ok = 1, seen_git = 0;
+    if (!d)
+        return 0;
+    while (ok && (de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
+            continue;
+        if (!bare) {
+            if (strcmp(n, ".git") == 0)
+                seen_git = 1;
+            else
+                ok = 0;
+            continue;
+        }
+        int known = 0;
+        for (int i = 0; gitnames[i]; i++)
+            known |= strcmp(n, gitnames[i]) == 0;
+        ok = known;
+        seen_git |= known;
+    }
+    closedir(d);
+    return ok && seen_git;
+}
+
 int vmdr_git_clone(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o, vmdr_err *e)
 {
     *out = NULL;
@@ -376,15 +410,16 @@ int vmdr_git_clone(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o
     if (rc == GIT_ENOTFOUND) {
         struct stat st;
         if (stat(path, &st) == 0 && S_ISDIR(st.st_mode) && rmdir(path) != 0 &&
-            errno == ENOTEMPTY) {
+            errno == ENOTEMPTY && !partial_init(path, o->no_worktree)) {
             vmdr_git_free(r);
             return vmdr_err_set(e, "invalid", 0,
                                 "'%s' exists, is not empty and is not a git clone", path);
         }
+        git_error_clear();
         git_repository_init_options io;
         git_repository_init_options_init(&io, GIT_REPOSITORY_INIT_OPTIONS_VERSION);
-        io.flags = GIT_REPOSITORY_INIT_MKPATH | GIT_REPOSITORY_INIT_NO_REINIT |
-                   (o->no_worktree ? GIT_REPOSITORY_INIT_BARE : 0);
+        /* Re-initialising completes what a killed init left (see partial_init). */
+        io.flags = GIT_REPOSITORY_INIT_MKPATH | (o->no_worktree ? GIT_REPOSITORY_INIT_BARE : 0);
         io.initial_head = o->branch && *o->branch ? o->branch : "main";
         rc = git_repository_init_ext(&r->repo, path, &io);
     }
