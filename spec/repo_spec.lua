@@ -284,7 +284,7 @@ describe("vmdr.repo.transaction", function()
       for k, a in ipairs(q) do q[k] = h.q(a) end
       local pidf = tmp .. "/pid" .. i
       assert.equals(0, h.sh(table.concat(q, " ") .. " >/dev/null 2>&1 </dev/null & echo $! >" .. h.q(pidf)))
-      t.sleep(0.05 * i)
+      t.sleep(({ 0.02, 0.1, 0.2, 0.35, 0.5, 0.8 })[i])
       h.sh("kill -9 " .. trim(h.read(pidf)) .. " 2>/dev/null; while kill -0 " .. trim(h.read(pidf)) ..
         " 2>/dev/null; do sleep 0.01; done")
       assert.equals("", gitsrv.git(remote, "fsck --no-progress --no-dangling"))

@@ -20,6 +20,7 @@ typedef struct vmdr_git_opts {
     int accept_unknown_host;    /* an unknown (never a changed) host key is accepted */
     const char *ca_file;        /* extra CA for HTTPS, added to the system bundle */
     int no_worktree;            /* clone: objects and refs only, files never checked out */
+    int clear_locks;            /* remove git lock files first: the caller holds git.lock */
 } vmdr_git_opts;
 
 typedef struct vmdr_git_repo vmdr_git_repo;

@@ -20,6 +20,8 @@
 
 #define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 
+static void clear_stale_locks(const char *path, const vmdr_git_opts *o);
+
 static char *dupstr(const char *s)
 {
     return s ? strdup(s) : NULL;
@@ -343,6 +345,7 @@ int vmdr_git_open(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o,
         git_libgit2_shutdown();
         return vmdr_err_set(e, "nomem", 0, "out of memory");
     }
+    clear_stale_locks(path, o);
     int rc = git_repository_open_ext(&r->repo, path, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
     if (rc < 0) {
         vmdr_git__set_error(e, rc, "cannot open the clone");
@@ -406,6 +409,7 @@ int vmdr_git_clone(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o
         return vmdr_err_set(e, "nomem", 0, "out of memory");
     }
     /* An existing clone (a killed clone, or a second call) is completed, not refused. */
+    clear_stale_locks(path, o);
     int rc = git_repository_open_ext(&r->repo, path, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
     if (rc == GIT_ENOTFOUND) {
         struct stat st;
@@ -1067,20 +1071,37 @@ done:
     return ret;
 }
 
-int vmdr_git_clear_locks(vmdr_git_repo *r, vmdr_err *e)
+static void remove_lock_files(const char *gitdir, const char *branch)
 {
     static const char *const fixed[] = {"index.lock", "HEAD.lock", "config.lock",
                                         "packed-refs.lock", "ORIG_HEAD.lock", NULL};
-    char p[4096];
-    const char *gd = git_repository_path(r->repo);
+    char p[8192];
     for (int i = 0; fixed[i]; i++) {
-        snprintf(p, sizeof p, "%s%s", gd, fixed[i]);
+        snprintf(p, sizeof p, "%s%s", gitdir, fixed[i]);
         unlink(p);
     }
-    snprintf(p, sizeof p, "%s%s.lock", gd, r->local_ref);
+    snprintf(p, sizeof p, "%srefs/heads/%s.lock", gitdir, branch);
     unlink(p);
-    snprintf(p, sizeof p, "%s%s.lock", gd, r->remote_ref);
+    snprintf(p, sizeof p, "%srefs/remotes/origin/%s.lock", gitdir, branch);
     unlink(p);
+}
+
+/* Before opening: a clone or init killed half-way leaves e.g. config.lock behind. */
+static void clear_stale_locks(const char *path, const vmdr_git_opts *o)
+{
+    char gd[4096];
+    const char *branch = o->branch && *o->branch ? o->branch : "main";
+    if (!o->clear_locks)
+        return;
+    snprintf(gd, sizeof gd, "%s/.git/", path);
+    remove_lock_files(gd, branch);
+    snprintf(gd, sizeof gd, "%s/", path);
+    remove_lock_files(gd, branch);
+}
+
+int vmdr_git_clear_locks(vmdr_git_repo *r, vmdr_err *e)
+{
+    remove_lock_files(git_repository_path(r->repo), r->branch);
     (void)e;
     return 0;
 }

@@ -79,18 +79,24 @@ function M.git_options(config)
   }
 end
 
---- Opens the working clone named by git.workdir, cloning it first when missing.
---- Call with the lock held (see transaction).
----@param ctx table {config=}
----@return userdata|nil repo, table|nil err
-function M.open(ctx)
+local function open_clone(ctx, locked)
   local opts, err = M.git_options(ctx.config)
   if not opts then return nil, err end
   local workdir = ctx.config.git.workdir
+  -- Only with the clone's lock held: git lock files in it are then from a killed run.
+  opts.clear_locks = locked
   local r, oerr = git.open(workdir, opts)
   if r then return r end
   if oerr.code ~= "not_found" then return nil, oerr end
   return git.clone(opts.url, workdir, opts)
+end
+
+--- Opens the working clone named by git.workdir, cloning it first when missing
+--- (for reading; writers use transaction, which also takes the clone's lock).
+---@param ctx table {config=}
+---@return userdata|nil repo, table|nil err
+function M.open(ctx)
+  return open_clone(ctx, false)
 end
 
 local function lock_path(ctx)
@@ -161,10 +167,8 @@ function M.transaction(ctx, fn, opts)
 
   local lock <close>, lerr = git.lock(lock_path(ctx), number(opts.lock_timeout or g.lock_timeout, 300))
   if not lock then return nil, lerr end
-  local r <close>, oerr = M.open(ctx)
+  local r <close>, oerr = open_clone(ctx, true)
   if not r then return nil, oerr end
-  -- We hold the lock: any git lock file left here is from a killed run.
-  r:clear_locks()
 
   local last
   for attempt = 1, max_attempts do
