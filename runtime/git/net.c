@@ -79,7 +79,7 @@ static int cred_cb(git_credential **out, const char *url, const char *user_from_
                    "(git.token_env, git.token_file or git.ssh_key)", "", "");
 }
 
-/* ---- SSH host keys against a known_hosts file ---------------------------------------------- */
+/* ---- SSH host keys against a known_hosts file ----------------------------------------------- */
 
 static int b64val(int c)
 {
@@ -340,7 +340,7 @@ int vmdr_git_fetch(vmdr_git_repo *r, vmdr_err *e)
     return 0;
 }
 
-/* ---- push ------------------------------------------------------------------------------------------ */
+/* ---- push ----------------------------------------------------------------------------------- */
 
 /* A local push with a compare-and-swap on the remote ref: libgit2's own local push
  * force-updates it (trap 4), which would lose a concurrent writer's commit. */
@@ -381,7 +381,8 @@ static int push_local(vmdr_git_repo *r, const git_oid *head, vmdr_err *e)
             vmdr_git__set_error(e, rc, "push failed");
             goto done;
         }
-    } else if ((rc = git_packbuilder_new(&pb, r->repo)) < 0 || (rc = git_revwalk_new(&walk, r->repo)) < 0 ||
+    } else if ((rc = git_packbuilder_new(&pb, r->repo)) < 0 ||
+               (rc = git_revwalk_new(&walk, r->repo)) < 0 ||
         (rc = git_revwalk_push(walk, head)) < 0 ||
         (has_expected && (rc = git_revwalk_hide(walk, &expected)) < 0) ||
         (rc = git_packbuilder_insert_walk(pb, walk)) < 0 ||

@@ -66,7 +66,7 @@ int vmdr_git__set_error(vmdr_err *e, int rc, const char *what)
     return -1;
 }
 
-/* ---- pending changes: one entry per path, found through a small hash -------------- */
+/* ---- pending changes: one entry per path, found through a small hash ------------------------ */
 
 static size_t hash_path(const char *s)
 {
@@ -158,7 +158,7 @@ void vmdr_git__drop_pending(vmdr_git_repo *r)
         git_mempack_reset(r->mempack);
 }
 
-/* ---- open / clone -------------------------------------------------------------------- */
+/* ---- open / clone --------------------------------------------------------------------------- */
 
 void vmdr_git_free(vmdr_git_repo *r)
 {
@@ -445,7 +445,7 @@ const char *vmdr_git_workdir(const vmdr_git_repo *r)
     return r->workdir ? r->workdir : git_repository_path(r->repo);
 }
 
-/* ---- reading -------------------------------------------------------------------------- */
+/* ---- reading -------------------------------------------------------------------------------- */
 
 int vmdr_git__head_tree(vmdr_git_repo *r, git_tree **out, vmdr_err *e)
 {
@@ -516,7 +516,7 @@ int vmdr_git_read(vmdr_git_repo *r, const char *path, char **out, size_t *len, v
     return rc;
 }
 
-/* ---- building the tree the pending changes give ---------------------------------------- */
+/* ---- building the tree the pending changes give --------------------------------------------- */
 
 static int cmp_change(const void *a, const void *b)
 {
@@ -710,7 +710,7 @@ int vmdr_git_list(vmdr_git_repo *r, const char *dir, char ***out, size_t *n, vmd
     return 0;
 }
 
-/* ---- writing ---------------------------------------------------------------------------- */
+/* ---- writing -------------------------------------------------------------------------------- */
 
 int vmdr_git_write(vmdr_git_repo *r, const char *path, const char *data, size_t len,
                    vmdr_err *e)
@@ -785,7 +785,7 @@ int vmdr_git__index_pack(git_repository *repo, const char *dir, const char *data
     return rc;
 }
 
-/* ---- commit -------------------------------------------------------------------------------- */
+/* ---- commit --------------------------------------------------------------------------------- */
 
 static int pack_new_objects(vmdr_git_repo *r, const git_oid *commit, vmdr_err *e)
 {
@@ -978,7 +978,7 @@ int vmdr_git_diff(vmdr_git_repo *r, char **out, size_t *len, vmdr_err *e)
     return *out ? 0 : vmdr_err_set(e, "nomem", 0, "out of memory");
 }
 
-/* ---- reset ------------------------------------------------------------------------------------ */
+/* ---- reset ---------------------------------------------------------------------------------- */
 
 int vmdr_git_reset_to_remote(vmdr_git_repo *r, vmdr_err *e)
 {

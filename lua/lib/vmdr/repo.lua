@@ -51,7 +51,9 @@ end
 function M.git_options(config)
   local g = (config or {}).git
   if type(g) ~= "table" then return nil, mkerr("config", "no git section in the configuration") end
-  if type(g.url) ~= "string" or g.url == "" then return nil, mkerr("config", "git.url is not set") end
+  if type(g.url) ~= "string" or g.url == "" then
+    return nil, mkerr("config", "git.url is not set")
+  end
   if type(g.workdir) ~= "string" or g.workdir == "" then
     return nil, mkerr("config", "git.workdir is not set")
   end
@@ -154,7 +156,8 @@ end
 ---@param opts table|nil { message=, max_attempts=, backoff=, lock_timeout= }
 ---@return table|nil result, table|nil err
 function M.transaction(ctx, fn, opts)
-  assert(type(ctx) == "table" and type(ctx.config) == "table", "repo.transaction: ctx.config required")
+  assert(type(ctx) == "table" and type(ctx.config) == "table",
+    "repo.transaction: ctx.config required")
   assert(type(fn) == "function", "repo.transaction: fn must be a function")
   opts = opts or {}
   local g = ctx.config.git or {}
@@ -165,7 +168,8 @@ function M.transaction(ctx, fn, opts)
   local author = g.author or {}
   author = { name = author.name or "vmdr", email = author.email or "vmdr@localhost" }
 
-  local lock <close>, lerr = git.lock(lock_path(ctx), number(opts.lock_timeout or g.lock_timeout, 300))
+  local lock_timeout = number(opts.lock_timeout or g.lock_timeout, 300)
+  local lock <close>, lerr = git.lock(lock_path(ctx), lock_timeout)
   if not lock then return nil, lerr end
   local r <close>, oerr = open_clone(ctx, true)
   if not r then return nil, oerr end
