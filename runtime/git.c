@@ -72,6 +72,8 @@ static void check_opts(lua_State *L, int idx, vmdr_git_opts *o)
     o->known_hosts = vmdr_opt_string(L, idx, "known_hosts", NULL);
     o->accept_unknown_host = vmdr_opt_boolean(L, idx, "accept_unknown_host_key", 0);
     o->ca_file = vmdr_opt_string(L, idx, "ca_file", NULL);
+    o->no_worktree = !vmdr_opt_boolean(L, idx, "worktree", 1);
+    o->clear_locks = vmdr_opt_boolean(L, idx, "clear_locks", 0);
 }
 
 static repo_box *new_repo_box(lua_State *L)

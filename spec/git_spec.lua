@@ -74,6 +74,28 @@ describe("vmdr.git over file:// and a path", function()
     end)
   end
 
+  it("works without a work tree (worktree=false): objects and refs only", function()
+    local remote = gitsrv.bare(S, "m", true)
+    local url = gitsrv.urls(S, "m").file
+    local r = assert(git.clone(url, tmp .. "/bare", { worktree = false }))
+    assert.equals("seed\n", r:read("README"))
+    assert(r:write("vms/a.yaml", "a\n"))
+    assert.same({ "a.yaml" }, r:list("vms"))
+    assert(r:commit("a"))
+    assert(r:push())
+    assert.equals("a\n", gitsrv.git(remote, "show main:vms/a.yaml"))
+    assert.is_nil(h.read(tmp .. "/bare/vms/a.yaml"))
+    assert.is_nil(h.read(tmp .. "/bare/README"))
+    -- reopened, it stays without a work tree and follows the remote
+    r:close()
+    local other = assert(git.clone(url, tmp .. "/other"))
+    assert(other:write("b", "b")); assert(other:commit("b")); assert(other:push())
+    r = assert(git.open(tmp .. "/bare"))
+    assert(r:fetch()); assert(r:reset_to_remote())
+    assert.equals("b", r:read("b"))
+    assert.equals(other:head(), r:head())
+  end)
+
   it("returns false from commit when nothing changed, also after rewriting identical bytes", function()
     gitsrv.bare(S, "m", true)
     local r = assert(git.clone(gitsrv.urls(S, "m").file, tmp .. "/c"))
@@ -212,6 +234,19 @@ describe("vmdr.git over file:// and a path", function()
     r, err = git.clone(gitsrv.urls(S, "m").file, tmp .. "/full")
     assert.equals("invalid", err.code)
     assert.equals("x", h.read(tmp .. "/full/file"))
+  end)
+
+  it("completes a clone whose init was killed half-way", function()
+    gitsrv.bare(S, "m", true)
+    local url = gitsrv.urls(S, "m").file
+    -- what a kill inside git_repository_init can leave: a .git without HEAD or config
+    assert(h.sh("mkdir -p " .. h.q(tmp .. "/k/.git/objects/pack") .. " " .. h.q(tmp .. "/k/.git/refs")) == 0)
+    local r = assert(git.clone(url, tmp .. "/k"))
+    assert.equals("seed\n", r:read("README"))
+    assert.equals("seed\n", h.read(tmp .. "/k/README"))
+    assert(h.sh("mkdir -p " .. h.q(tmp .. "/kb/objects") .. " && touch " .. h.q(tmp .. "/kb/config")) == 0)
+    local b = assert(git.clone(url, tmp .. "/kb", { worktree = false }))
+    assert.equals("seed\n", b:read("README"))
   end)
 
   it("raises on misuse and on a closed handle", function()

@@ -19,6 +19,8 @@ typedef struct vmdr_git_opts {
     const char *known_hosts;    /* checked for every SSH host key */
     int accept_unknown_host;    /* an unknown (never a changed) host key is accepted */
     const char *ca_file;        /* extra CA for HTTPS, added to the system bundle */
+    int no_worktree;            /* clone: objects and refs only, files never checked out */
+    int clear_locks;            /* remove git lock files first: the caller holds git.lock */
 } vmdr_git_opts;
 
 typedef struct vmdr_git_repo vmdr_git_repo;
@@ -54,6 +56,7 @@ int vmdr_git_push(vmdr_git_repo *r, vmdr_err *e);
 int vmdr_git_head(vmdr_git_repo *r, char out_hex[41], int *born, vmdr_err *e);
 /* Unified diff of what commit would record; *out malloc'd. */
 int vmdr_git_diff(vmdr_git_repo *r, char **out, size_t *len, vmdr_err *e);
+/* The work tree ("/"-terminated), or the git directory of a clone without one. */
 const char *vmdr_git_workdir(const vmdr_git_repo *r);
 
 /* Checks a repository-relative path: no "..", no absolute path, nothing in .git. */

@@ -12,10 +12,17 @@ typedef struct git_change {
     int removed;
 } git_change;
 
+typedef struct vmdr_git_dircache {
+    int valid;
+    size_t len;
+    char dir[4096]; /* the last directory checked to be a real one */
+} vmdr_git_dircache;
+
 struct vmdr_git_repo {
     git_repository *repo;
     git_odb_backend *mempack; /* owned by the odb once added */
-    char *workdir;            /* ends in "/" */
+    char *workdir;            /* ends in "/"; NULL for a clone without a work tree */
+    vmdr_git_dircache dircache;
     char *branch;
     char *local_ref;          /* refs/heads/<branch> */
     char *remote_ref;         /* refs/remotes/origin/<branch> */
@@ -35,16 +42,23 @@ struct vmdr_git_repo {
     int built_empty;
     git_oid *trees;
     size_t ntrees, tcap;
+
+    /* The pack of the last commit, kept so a local push indexes it instead of packing
+     * the same objects again (valid while the branch is that commit on that parent). */
+    git_buf last_pack;
+    git_oid last_commit, last_parent;
+    int last_has_parent, last_valid;
 };
 
 /* repo.c */
 int vmdr_git__set_error(vmdr_err *e, int rc, const char *what);
 int vmdr_git__head_tree(vmdr_git_repo *r, git_tree **out, vmdr_err *e);
 void vmdr_git__drop_pending(vmdr_git_repo *r);
+int vmdr_git__index_pack(git_repository *repo, const char *dir, const char *data, size_t len);
 
 /* path.c */
 int vmdr_git__write_file(const char *workdir, const char *path, const char *data, size_t len,
-                         vmdr_err *e);
+                         vmdr_git_dircache *dc, vmdr_err *e);
 int vmdr_git__remove_file(const char *workdir, const char *path, vmdr_err *e);
 /* Refuses a tree with "..", ".git", absolute or slash-bearing names, or a symlink
  * whose target leaves the root. */

@@ -79,7 +79,7 @@ static int cred_cb(git_credential **out, const char *url, const char *user_from_
                    "(git.token_env, git.token_file or git.ssh_key)", "", "");
 }
 
-/* ---- SSH host keys against a known_hosts file ---------------------------------------------- */
+/* ---- SSH host keys against a known_hosts file ----------------------------------------------- */
 
 static int b64val(int c)
 {
@@ -340,30 +340,18 @@ int vmdr_git_fetch(vmdr_git_repo *r, vmdr_err *e)
     return 0;
 }
 
-/* ---- push ------------------------------------------------------------------------------------------ */
-
-typedef struct writepack_ctx {
-    git_odb_writepack *wp;
-    git_indexer_progress stats; /* the indexer keeps its state here between appends */
-} writepack_ctx;
-
-static int writepack_cb(void *buf, size_t size, void *payload)
-{
-    writepack_ctx *w = payload;
-    return w->wp->append(w->wp, buf, size, &w->stats);
-}
+/* ---- push ----------------------------------------------------------------------------------- */
 
 /* A local push with a compare-and-swap on the remote ref: libgit2's own local push
  * force-updates it (trap 4), which would lose a concurrent writer's commit. */
 static int push_local(vmdr_git_repo *r, const git_oid *head, vmdr_err *e)
 {
     git_repository *dst = NULL;
-    git_odb *odb = NULL;
-    git_odb_writepack *wp = NULL;
     git_packbuilder *pb = NULL;
     git_revwalk *walk = NULL;
     git_reference *ref = NULL;
-    writepack_ctx wctx;
+    git_buf packbuf = {0};
+    char dstpack[4096];
     git_oid expected, current;
     int has_expected, has_current, rc, ret = -1;
 
@@ -375,6 +363,7 @@ static int push_local(vmdr_git_repo *r, const git_oid *head, vmdr_err *e)
             vmdr_err_set(e, "not_found", 0, "no repository at '%s'", r->url);
         return -1;
     }
+    snprintf(dstpack, sizeof dstpack, "%sobjects/pack", git_repository_path(dst));
     has_expected = git_reference_name_to_id(&expected, r->repo, r->remote_ref) == 0;
     has_current = git_reference_name_to_id(&current, dst, r->local_ref) == 0;
     git_error_clear();
@@ -383,15 +372,22 @@ static int push_local(vmdr_git_repo *r, const git_oid *head, vmdr_err *e)
                      "last fetch)", r->local_ref);
         goto done;
     }
-    if ((rc = git_packbuilder_new(&pb, r->repo)) < 0 || (rc = git_revwalk_new(&walk, r->repo)) < 0 ||
+    if (r->last_valid && git_oid_equal(&r->last_commit, head) &&
+        r->last_has_parent == has_expected &&
+        (!has_expected || git_oid_equal(&r->last_parent, &expected))) {
+        /* The remote is at our commit's parent: our commit's own pack is what it lacks. */
+        rc = vmdr_git__index_pack(dst, dstpack, r->last_pack.ptr, r->last_pack.size);
+        if (rc < 0) {
+            vmdr_git__set_error(e, rc, "push failed");
+            goto done;
+        }
+    } else if ((rc = git_packbuilder_new(&pb, r->repo)) < 0 ||
+               (rc = git_revwalk_new(&walk, r->repo)) < 0 ||
         (rc = git_revwalk_push(walk, head)) < 0 ||
         (has_expected && (rc = git_revwalk_hide(walk, &expected)) < 0) ||
         (rc = git_packbuilder_insert_walk(pb, walk)) < 0 ||
-        (rc = git_repository_odb(&odb, dst)) < 0 ||
-        (rc = git_odb_write_pack(&wp, odb, NULL, NULL)) < 0 ||
-        ((void)memset(&wctx, 0, sizeof wctx), wctx.wp = wp, 0) ||
-        (rc = git_packbuilder_foreach(pb, writepack_cb, &wctx)) < 0 ||
-        (rc = wp->commit(wp, &wctx.stats)) < 0) {
+        (rc = git_packbuilder_write_buf(&packbuf, pb)) < 0 ||
+        (rc = vmdr_git__index_pack(dst, dstpack, packbuf.ptr, packbuf.size)) < 0) {
         vmdr_git__set_error(e, rc, "push failed");
         goto done;
     }
@@ -410,9 +406,7 @@ static int push_local(vmdr_git_repo *r, const git_oid *head, vmdr_err *e)
     ret = 0;
 done:
     git_reference_free(ref);
-    if (wp)
-        wp->free(wp);
-    git_odb_free(odb);
+    git_buf_dispose(&packbuf);
     git_revwalk_free(walk);
     git_packbuilder_free(pb);
     git_repository_free(dst);

@@ -57,44 +57,58 @@ int vmdr_git_check_path(const char *path, vmdr_err *e)
 }
 
 int vmdr_git__write_file(const char *workdir, const char *path, const char *data, size_t len,
-                         vmdr_err *e)
+                         vmdr_git_dircache *dc, vmdr_err *e)
 {
     char full[PATH_MAX_LEN * 2];
-    char tmp[PATH_MAX_LEN * 2 + 32];
     struct stat st;
     int n = snprintf(full, sizeof full, "%s%s", workdir, path);
     if (n < 0 || (size_t)n >= sizeof full)
         return vmdr_err_set(e, "invalid", 0, "path too long");
-    /* Every parent inside the clone must be a real directory, never a symlink. */
     size_t root = strlen(workdir);
-    for (char *s = full + root; (s = strchr(s, '/')) != NULL; s++) {
-        *s = '\0';
-        if (lstat(full, &st) == 0) {
-            if (S_ISLNK(st.st_mode)) {
-                vmdr_err_set(e, "invalid", 0, "refusing to write '%s' through the symlink '%s'",
-                             path, full + root);
-                *s = '/';
-                return -1;
+    const char *last = strrchr(path, '/');
+    size_t dirlen = last ? (size_t)(last - path) : 0;
+    /* Every parent inside the clone must be a real directory, never a symlink. Consecutive
+     * writes into one directory check it once (the cache is dropped on reset and remove). */
+    if (!(dc->valid && dc->len == dirlen && memcmp(dc->dir, path, dirlen) == 0)) {
+        dc->valid = 0;
+        for (char *s = full + root; (s = strchr(s, '/')) != NULL; s++) {
+            *s = '\0';
+            if (lstat(full, &st) == 0) {
+                if (S_ISLNK(st.st_mode)) {
+                    vmdr_err_set(e, "invalid", 0,
+                                 "refusing to write '%s' through the symlink '%s'", path,
+                                 full + root);
+                    *s = '/';
+                    return -1;
+                }
+                if (!S_ISDIR(st.st_mode) && unlink(full) != 0) {
+                    vmdr_err_set(e, "io", errno, "cannot replace '%s': %s", full + root,
+                                 strerror(errno));
+                    *s = '/';
+                    return -1;
+                }
             }
-            if (!S_ISDIR(st.st_mode) && unlink(full) != 0) {
-                vmdr_err_set(e, "io", errno, "cannot replace '%s': %s", full + root,
+            if (lstat(full, &st) != 0 && mkdir(full, 0755) != 0) {
+                vmdr_err_set(e, "io", errno, "cannot create '%s': %s", full + root,
                              strerror(errno));
                 *s = '/';
                 return -1;
             }
-        }
-        if (lstat(full, &st) != 0 && mkdir(full, 0755) != 0) {
-            vmdr_err_set(e, "io", errno, "cannot create '%s': %s", full + root, strerror(errno));
             *s = '/';
-            return -1;
         }
-        *s = '/';
+        if (dirlen < sizeof dc->dir) {
+            memcpy(dc->dir, path, dirlen);
+            dc->len = dirlen;
+            dc->valid = 1;
+        }
     }
-    if (lstat(full, &st) == 0 && S_ISDIR(st.st_mode))
+    /* Written in place, not through a rename: the clone is machine-owned and a reset
+     * repairs a file a killed run left half-written. O_NOFOLLOW: never through a link. */
+    int fd = open(full, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == ELOOP && unlink(full) == 0)
+        fd = open(full, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == EISDIR)
         return vmdr_err_set(e, "invalid", 0, "'%s' is a directory", path);
-    const char *slash = strrchr(full, '/');
-    snprintf(tmp, sizeof tmp, "%.*s/.vmdr-tmp-XXXXXX", (int)(slash - full), full);
-    int fd = mkstemp(tmp);
     if (fd < 0)
         return vmdr_err_set(e, "io", errno, "cannot write '%s': %s", path, strerror(errno));
     size_t off = 0;
@@ -105,17 +119,12 @@ int vmdr_git__write_file(const char *workdir, const char *path, const char *data
         if (w < 0) {
             int err = errno;
             close(fd);
-            unlink(tmp);
             return vmdr_err_set(e, "io", err, "cannot write '%s': %s", path, strerror(err));
         }
         off += (size_t)w;
     }
-    /* Same mode as a checkout gives, so `git status` in the clone stays clean. */
-    if (fchmod(fd, 0644) != 0 || close(fd) != 0 || rename(tmp, full) != 0) {
-        int err = errno;
-        unlink(tmp);
-        return vmdr_err_set(e, "io", err, "cannot write '%s': %s", path, strerror(err));
-    }
+    if (close(fd) != 0)
+        return vmdr_err_set(e, "io", errno, "cannot write '%s': %s", path, strerror(errno));
     return 0;
 }
 

@@ -5,6 +5,7 @@
  * trees on the changed paths with treebuilders over the previous tree, and writes
  * the new objects as ONE pack (10,000 loose objects is what makes git slow here).
  * git_mempack_dump is not used: it packs the commit's whole tree (trap 8). */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,8 @@
 #include "internal.h"
 
 #define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+
+static void clear_stale_locks(const char *path, const vmdr_git_opts *o);
 
 static char *dupstr(const char *s)
 {
@@ -63,7 +66,7 @@ int vmdr_git__set_error(vmdr_err *e, int rc, const char *what)
     return -1;
 }
 
-/* ---- pending changes: one entry per path, found through a small hash -------------- */
+/* ---- pending changes: one entry per path, found through a small hash ------------------------ */
 
 static size_t hash_path(const char *s)
 {
@@ -130,13 +133,12 @@ static int pending_put(vmdr_git_repo *r, const char *path, const git_oid *oid, i
     c->removed = removed;
     r->nchanges++;
     if (r->nchanges * 2 > r->nslots) {
-        /* grow: the rehash places every entry, the new one included */
-        if (pending_rehash(r, r->nslots ? r->nslots * 2 : 128))
+        /* Keep the load under one half; the rehash places the new entry too. */
+        if (pending_rehash(r, r->nslots ? r->nslots * 2 : 128) < 0)
             return vmdr_err_set(e, "nomem", 0, "out of memory");
         return 0;
     }
-    /* room left: place only the new entry (rehashing here made every write O(n)) */
-    size_t i = hash_path(c->path) & (r->nslots - 1);
+    size_t i = hash_path(path) & (r->nslots - 1);
     while (r->slots[i])
         i = (i + 1) & (r->nslots - 1);
     r->slots[i] = r->nchanges;
@@ -156,13 +158,14 @@ void vmdr_git__drop_pending(vmdr_git_repo *r)
         git_mempack_reset(r->mempack);
 }
 
-/* ---- open / clone -------------------------------------------------------------------- */
+/* ---- open / clone --------------------------------------------------------------------------- */
 
 void vmdr_git_free(vmdr_git_repo *r)
 {
     if (!r)
         return;
     vmdr_git__drop_pending(r);
+    git_buf_dispose(&r->last_pack);
     free(r->changes);
     free(r->slots);
     free(r->trees);
@@ -259,9 +262,7 @@ static int setup(vmdr_git_repo *r, const vmdr_git_opts *o, vmdr_err *e)
     if (!git_reference_is_valid_name(r->local_ref))
         return vmdr_err_set(e, "invalid", 0, "invalid branch name '%s'", branch);
     const char *wd = git_repository_workdir(r->repo);
-    if (!wd)
-        return vmdr_err_set(e, "invalid", 0, "the clone is bare: vmdr needs a work tree");
-    r->workdir = strdup(wd);
+    r->workdir = wd ? strdup(wd) : NULL;
     r->user = strdup(o->user && *o->user ? o->user : "git");
     r->token = dupstr(o->token);
     r->ssh_key = dupstr(o->ssh_key);
@@ -344,6 +345,7 @@ int vmdr_git_open(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o,
         git_libgit2_shutdown();
         return vmdr_err_set(e, "nomem", 0, "out of memory");
     }
+    clear_stale_locks(path, o);
     int rc = git_repository_open_ext(&r->repo, path, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
     if (rc < 0) {
         vmdr_git__set_error(e, rc, "cannot open the clone");
@@ -360,6 +362,39 @@ int vmdr_git_open(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o,
     return 0;
 }
 
+/* A directory a killed `clone` left before its repository was complete: only git's own
+ * names in it (with a work tree, a .git and possibly files of a killed checkout can only
+ * come after a complete init, so .git alone is what marks it). */
+static int partial_init(const char *path, int bare)
+{
+    static const char *const gitnames[] = {"HEAD", "config", "description", "objects", "refs",
+                                           "hooks", "info", "branches", NULL};
+    DIR *d = opendir(path);
+    struct dirent *de;
+    int ok = 1, seen_git = 0;
+    if (!d)
+        return 0;
+    while (ok && (de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
+            continue;
+        if (!bare) {
+            if (strcmp(n, ".git") == 0)
+                seen_git = 1;
+            else
+                ok = 0;
+            continue;
+        }
+        int known = 0;
+        for (int i = 0; gitnames[i]; i++)
+            known |= strcmp(n, gitnames[i]) == 0;
+        ok = known;
+        seen_git |= known;
+    }
+    closedir(d);
+    return ok && seen_git;
+}
+
 int vmdr_git_clone(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o, vmdr_err *e)
 {
     *out = NULL;
@@ -374,18 +409,21 @@ int vmdr_git_clone(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o
         return vmdr_err_set(e, "nomem", 0, "out of memory");
     }
     /* An existing clone (a killed clone, or a second call) is completed, not refused. */
+    clear_stale_locks(path, o);
     int rc = git_repository_open_ext(&r->repo, path, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
     if (rc == GIT_ENOTFOUND) {
         struct stat st;
         if (stat(path, &st) == 0 && S_ISDIR(st.st_mode) && rmdir(path) != 0 &&
-            errno == ENOTEMPTY) {
+            errno == ENOTEMPTY && !partial_init(path, o->no_worktree)) {
             vmdr_git_free(r);
             return vmdr_err_set(e, "invalid", 0,
                                 "'%s' exists, is not empty and is not a git clone", path);
         }
+        git_error_clear();
         git_repository_init_options io;
         git_repository_init_options_init(&io, GIT_REPOSITORY_INIT_OPTIONS_VERSION);
-        io.flags = GIT_REPOSITORY_INIT_MKPATH | GIT_REPOSITORY_INIT_NO_REINIT;
+        /* Re-initialising completes what a killed init left (see partial_init). */
+        io.flags = GIT_REPOSITORY_INIT_MKPATH | (o->no_worktree ? GIT_REPOSITORY_INIT_BARE : 0);
         io.initial_head = o->branch && *o->branch ? o->branch : "main";
         rc = git_repository_init_ext(&r->repo, path, &io);
     }
@@ -404,10 +442,10 @@ int vmdr_git_clone(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o
 
 const char *vmdr_git_workdir(const vmdr_git_repo *r)
 {
-    return r->workdir;
+    return r->workdir ? r->workdir : git_repository_path(r->repo);
 }
 
-/* ---- reading -------------------------------------------------------------------------- */
+/* ---- reading -------------------------------------------------------------------------------- */
 
 int vmdr_git__head_tree(vmdr_git_repo *r, git_tree **out, vmdr_err *e)
 {
@@ -478,7 +516,7 @@ int vmdr_git_read(vmdr_git_repo *r, const char *path, char **out, size_t *len, v
     return rc;
 }
 
-/* ---- building the tree the pending changes give ---------------------------------------- */
+/* ---- building the tree the pending changes give --------------------------------------------- */
 
 static int cmp_change(const void *a, const void *b)
 {
@@ -672,7 +710,7 @@ int vmdr_git_list(vmdr_git_repo *r, const char *dir, char ***out, size_t *n, vmd
     return 0;
 }
 
-/* ---- writing ---------------------------------------------------------------------------- */
+/* ---- writing -------------------------------------------------------------------------------- */
 
 int vmdr_git_write(vmdr_git_repo *r, const char *path, const char *data, size_t len,
                    vmdr_err *e)
@@ -680,10 +718,15 @@ int vmdr_git_write(vmdr_git_repo *r, const char *path, const char *data, size_t 
     git_oid id;
     if (vmdr_git_check_path(path, e) < 0)
         return -1;
-    int rc = git_blob_create_from_buffer(&id, r->repo, data, len);
+    /* Straight into the mempack: git_blob_create_from_buffer first "freshens" on disk,
+     * and every miss there re-reads the pack directory (most of the time for 10,000
+     * writes). An object that was already on disk is packed again: harmless. */
+    int rc = git_odb_hash(&id, data, len, GIT_OBJECT_BLOB);
+    if (rc == 0)
+        rc = r->mempack->write(r->mempack, &id, data, len, GIT_OBJECT_BLOB);
     if (rc < 0)
         return vmdr_git__set_error(e, rc, "cannot store blob");
-    if (vmdr_git__write_file(r->workdir, path, data, len, e) < 0)
+    if (r->workdir && vmdr_git__write_file(r->workdir, path, data, len, &r->dircache, e) < 0)
         return -1;
     return pending_put(r, path, &id, 0, e);
 }
@@ -716,12 +759,33 @@ int vmdr_git_remove(vmdr_git_repo *r, const char *path, int *removed, vmdr_err *
     }
     if (!*removed)
         return 0;
-    if (vmdr_git__remove_file(r->workdir, path, e) < 0)
+    r->dircache.valid = 0;
+    if (r->workdir && vmdr_git__remove_file(r->workdir, path, e) < 0)
         return -1;
     return pending_put(r, path, NULL, 1, e);
 }
 
-/* ---- commit -------------------------------------------------------------------------------- */
+/* The pack goes to the indexer in one append: git_packbuilder_write feeds it object by
+ * object, and libgit2 1.5's indexer maps and unmaps the pack file for every append
+ * (40,000 mmap/munmap pairs for 10,000 files). */
+int vmdr_git__index_pack(git_repository *repo, const char *dir, const char *data, size_t len)
+{
+    git_indexer *idx = NULL;
+    git_indexer_progress stats;
+    git_odb *odb = NULL;
+    int rc = git_repository_odb(&odb, repo);
+    if (rc == 0)
+        rc = git_indexer_new(&idx, dir, 0, odb, NULL);
+    if (rc == 0)
+        rc = git_indexer_append(idx, data, len, &stats);
+    if (rc == 0)
+        rc = git_indexer_commit(idx, &stats);
+    git_indexer_free(idx);
+    git_odb_free(odb);
+    return rc;
+}
+
+/* ---- commit --------------------------------------------------------------------------------- */
 
 static int pack_new_objects(vmdr_git_repo *r, const git_oid *commit, vmdr_err *e)
 {
@@ -742,11 +806,53 @@ static int pack_new_objects(vmdr_git_repo *r, const git_oid *commit, vmdr_err *e
     if (rc == 0)
         rc = git_packbuilder_insert(pb, commit, NULL);
     snprintf(dir, sizeof dir, "%sobjects/pack", git_repository_path(r->repo));
+    r->last_valid = 0;
+    git_buf_dispose(&r->last_pack);
     if (rc == 0)
-        rc = git_packbuilder_write(pb, dir, 0, NULL, NULL);
+        rc = git_packbuilder_write_buf(&r->last_pack, pb);
     git_packbuilder_free(pb);
-    if (rc < 0)
+    if (rc == 0)
+        rc = vmdr_git__index_pack(r->repo, dir, r->last_pack.ptr, r->last_pack.size);
+    if (rc < 0) {
+        git_buf_dispose(&r->last_pack);
         return vmdr_git__set_error(e, rc, "cannot write the pack");
+    }
+    return 0;
+}
+
+static int index_update(vmdr_git_repo *r, git_index *idx)
+{
+    char full[8192];
+    struct stat st;
+    if (git_index_read(idx, 0) < 0)
+        return -1;
+    for (size_t i = 0; i < r->nchanges; i++) {
+        git_change *c = &r->changes[i];
+        if (c->removed) {
+            if (git_index_remove_bypath(idx, c->path) < 0)
+                return -1;
+            continue;
+        }
+        snprintf(full, sizeof full, "%s%s", r->workdir, c->path);
+        if (lstat(full, &st) != 0)
+            return -1;
+        git_index_entry en;
+        memset(&en, 0, sizeof en);
+        en.ctime.seconds = (int32_t)st.st_ctim.tv_sec;
+        en.ctime.nanoseconds = (uint32_t)st.st_ctim.tv_nsec;
+        en.mtime.seconds = (int32_t)st.st_mtim.tv_sec;
+        en.mtime.nanoseconds = (uint32_t)st.st_mtim.tv_nsec;
+        en.dev = (uint32_t)st.st_dev;
+        en.ino = (uint32_t)st.st_ino;
+        en.uid = (uint32_t)st.st_uid;
+        en.gid = (uint32_t)st.st_gid;
+        en.file_size = (uint32_t)st.st_size;
+        en.mode = GIT_FILEMODE_BLOB;
+        en.id = c->oid;
+        en.path = c->path;
+        if (git_index_add(idx, &en) < 0)
+            return -1;
+    }
     return 0;
 }
 
@@ -795,9 +901,20 @@ int vmdr_git_commit(vmdr_git_repo *r, const char *msg, const char *name, const c
         goto gitfail;
     git_oid_tostr(out_hex, 41, &cid);
     *changed = 1;
-    /* The index follows the new tree; unchanged entries keep their stat data. */
-    if ((rc = git_repository_index(&idx, r->repo)) < 0 || (rc = git_index_read_tree(idx, tree)) < 0 ||
-        (rc = git_index_write(idx)) < 0)
+    r->last_commit = cid;
+    r->last_has_parent = born;
+    if (born)
+        r->last_parent = pid;
+    r->last_valid = 1;
+    if (r->workdir && (rc = git_repository_index(&idx, r->repo)) == 0) {
+        /* The index follows the new tree: entry by entry for what changed (with the stat
+         * data of the file just written, so `git status` does not rehash it), else a full
+         * re-read of the tree. */
+        if (index_update(r, idx) < 0 && (rc = git_index_read_tree(idx, tree)) < 0)
+            goto gitfail;
+        rc = git_index_write(idx);
+    }
+    if (rc < 0)
         goto gitfail;
     ret = 0;
     goto done;
@@ -861,7 +978,7 @@ int vmdr_git_diff(vmdr_git_repo *r, char **out, size_t *len, vmdr_err *e)
     return *out ? 0 : vmdr_err_set(e, "nomem", 0, "out of memory");
 }
 
-/* ---- reset ------------------------------------------------------------------------------------ */
+/* ---- reset ---------------------------------------------------------------------------------- */
 
 int vmdr_git_reset_to_remote(vmdr_git_repo *r, vmdr_err *e)
 {
@@ -879,6 +996,9 @@ int vmdr_git_reset_to_remote(vmdr_git_repo *r, vmdr_err *e)
     co.disable_filters = 1;
 
     vmdr_git__drop_pending(r);
+    r->dircache.valid = 0;
+    r->last_valid = 0;
+    git_buf_dispose(&r->last_pack);
     rc = git_reference_name_to_id(&target, r->repo, r->remote_ref);
     if (rc == GIT_ENOTFOUND) {
         /* The remote branch does not exist yet: an empty work tree, an unborn branch. */
@@ -893,6 +1013,13 @@ int vmdr_git_reset_to_remote(vmdr_git_repo *r, vmdr_err *e)
                 return vmdr_git__set_error(e, rc, "cannot reset");
         }
         git_error_clear();
+        if (!r->workdir) {
+            rc = git_repository_set_head(r->repo, r->local_ref);
+            if (rc < 0)
+                vmdr_git__set_error(e, rc, "cannot reset to the empty remote");
+            ret = rc < 0 ? -1 : 0;
+            goto done;
+        }
         if ((rc = git_repository_set_head(r->repo, r->local_ref)) < 0 ||
             (rc = git_treebuilder_new(&bld, r->repo, NULL)) < 0 ||
             (rc = git_treebuilder_write(&empty, bld)) < 0 ||
@@ -926,7 +1053,7 @@ int vmdr_git_reset_to_remote(vmdr_git_repo *r, vmdr_err *e)
      * keeps untracked files (what a killed run wrote must go). Checkout also writes the
      * index; the branch moves after the files are in place. */
     git_reference *ref = NULL;
-    if ((rc = git_checkout_tree(r->repo, commit, &co)) < 0 ||
+    if ((r->workdir && (rc = git_checkout_tree(r->repo, commit, &co)) < 0) ||
         (rc = git_reference_create(&ref, r->repo, r->local_ref, &target, 1, "vmdr: reset")) < 0 ||
         (rc = git_repository_set_head(r->repo, r->local_ref)) < 0) {
         git_reference_free(ref);
@@ -944,20 +1071,37 @@ done:
     return ret;
 }
 
-int vmdr_git_clear_locks(vmdr_git_repo *r, vmdr_err *e)
+static void remove_lock_files(const char *gitdir, const char *branch)
 {
     static const char *const fixed[] = {"index.lock", "HEAD.lock", "config.lock",
                                         "packed-refs.lock", "ORIG_HEAD.lock", NULL};
-    char p[4096];
-    const char *gd = git_repository_path(r->repo);
+    char p[8192];
     for (int i = 0; fixed[i]; i++) {
-        snprintf(p, sizeof p, "%s%s", gd, fixed[i]);
+        snprintf(p, sizeof p, "%s%s", gitdir, fixed[i]);
         unlink(p);
     }
-    snprintf(p, sizeof p, "%s%s.lock", gd, r->local_ref);
+    snprintf(p, sizeof p, "%srefs/heads/%s.lock", gitdir, branch);
     unlink(p);
-    snprintf(p, sizeof p, "%s%s.lock", gd, r->remote_ref);
+    snprintf(p, sizeof p, "%srefs/remotes/origin/%s.lock", gitdir, branch);
     unlink(p);
+}
+
+/* Before opening: a clone or init killed half-way leaves e.g. config.lock behind. */
+static void clear_stale_locks(const char *path, const vmdr_git_opts *o)
+{
+    char gd[4096];
+    const char *branch = o->branch && *o->branch ? o->branch : "main";
+    if (!o->clear_locks)
+        return;
+    snprintf(gd, sizeof gd, "%s/.git/", path);
+    remove_lock_files(gd, branch);
+    snprintf(gd, sizeof gd, "%s/", path);
+    remove_lock_files(gd, branch);
+}
+
+int vmdr_git_clear_locks(vmdr_git_repo *r, vmdr_err *e)
+{
+    remove_lock_files(git_repository_path(r->repo), r->branch);
     (void)e;
     return 0;
 }

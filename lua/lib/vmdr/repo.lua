@@ -51,7 +51,9 @@ end
 function M.git_options(config)
   local g = (config or {}).git
   if type(g) ~= "table" then return nil, mkerr("config", "no git section in the configuration") end
-  if type(g.url) ~= "string" or g.url == "" then return nil, mkerr("config", "git.url is not set") end
+  if type(g.url) ~= "string" or g.url == "" then
+    return nil, mkerr("config", "git.url is not set")
+  end
   if type(g.workdir) ~= "string" or g.workdir == "" then
     return nil, mkerr("config", "git.workdir is not set")
   end
@@ -61,6 +63,8 @@ function M.git_options(config)
   if perr then return nil, perr end
   local accept = g.accept_unknown_host_key
   if type(accept) == "string" then accept = accept == "true" end
+  local worktree = g.worktree
+  if type(worktree) == "string" then worktree = worktree ~= "false" end
   return {
     url = g.url,
     branch = g.branch or "main",
@@ -72,21 +76,29 @@ function M.git_options(config)
     known_hosts = g.known_hosts,
     accept_unknown_host_key = accept == true,
     ca_file = g.ca_file,
+    -- false: the clone keeps objects and refs only (no files checked out; faster)
+    worktree = worktree ~= false,
   }
 end
 
---- Opens the working clone named by git.workdir, cloning it first when missing.
---- Call with the lock held (see transaction).
----@param ctx table {config=}
----@return userdata|nil repo, table|nil err
-function M.open(ctx)
+local function open_clone(ctx, locked)
   local opts, err = M.git_options(ctx.config)
   if not opts then return nil, err end
   local workdir = ctx.config.git.workdir
+  -- Only with the clone's lock held: git lock files in it are then from a killed run.
+  opts.clear_locks = locked
   local r, oerr = git.open(workdir, opts)
   if r then return r end
   if oerr.code ~= "not_found" then return nil, oerr end
   return git.clone(opts.url, workdir, opts)
+end
+
+--- Opens the working clone named by git.workdir, cloning it first when missing
+--- (for reading; writers use transaction, which also takes the clone's lock).
+---@param ctx table {config=}
+---@return userdata|nil repo, table|nil err
+function M.open(ctx)
+  return open_clone(ctx, false)
 end
 
 local function lock_path(ctx)
@@ -188,7 +200,8 @@ end
 ---@param opts table|nil { message=, max_attempts=, backoff=, lock_timeout= }
 ---@return table|nil result, table|nil err
 function M.transaction(ctx, fn, opts)
-  assert(type(ctx) == "table" and type(ctx.config) == "table", "repo.transaction: ctx.config required")
+  assert(type(ctx) == "table" and type(ctx.config) == "table",
+    "repo.transaction: ctx.config required")
   assert(type(fn) == "function", "repo.transaction: fn must be a function")
   opts = opts or {}
   local g = ctx.config.git or {}
@@ -199,12 +212,11 @@ function M.transaction(ctx, fn, opts)
   local author = g.author or {}
   author = { name = author.name or "vmdr", email = author.email or "vmdr@localhost" }
 
-  local lock <close>, lerr = git.lock(lock_path(ctx), number(opts.lock_timeout or g.lock_timeout, 300))
+  local lock_timeout = number(opts.lock_timeout or g.lock_timeout, 300)
+  local lock <close>, lerr = git.lock(lock_path(ctx), lock_timeout)
   if not lock then return nil, lerr end
-  local r <close>, oerr = M.open(ctx)
+  local r <close>, oerr = open_clone(ctx, true)
   if not r then return nil, oerr end
-  -- We hold the lock: any git lock file left here is from a killed run.
-  r:clear_locks()
 
   local last
   for attempt = 1, max_attempts do
