@@ -276,7 +276,7 @@ static int repo_list(lua_State *L)
     return 1;
 }
 
-/* repo:write(path, bytes) -> true | nil, err */
+/* repo:write(path, bytes) -> true (staged) | false (the file already holds these bytes) | nil, err */
 static int repo_write(lua_State *L)
 {
     vmdr_git_repo *r = check_repo(L);
@@ -287,7 +287,11 @@ static int repo_write(lua_State *L)
     vmdr_err_clear(&e);
     if (has_secret(L, data, len))
         return vmdr_push_fail(L, "invalid", 0, "refusing to write a secret into '%s'", path);
-    return ok_or_err(L, vmdr_git_write(r, path, data, len, &e), &e);
+    int changed;
+    if (vmdr_git_write(r, path, data, len, &changed, &e) < 0)
+        return push_git_err(L, &e);
+    lua_pushboolean(L, changed);
+    return 1;
 }
 
 /* repo:remove(path) -> true (removed) | false (was not there) | nil, err */

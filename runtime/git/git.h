@@ -43,8 +43,10 @@ int vmdr_git_clear_locks(vmdr_git_repo *r, vmdr_err *e);
 int vmdr_git_read(vmdr_git_repo *r, const char *path, char **out, size_t *len, vmdr_err *e);
 /* Names in dir (directories end in "/"), sorted; *out and each name malloc'd. */
 int vmdr_git_list(vmdr_git_repo *r, const char *dir, char ***out, size_t *n, vmdr_err *e);
+/* Stages bytes at path; *changed = 0 when the file already holds exactly these bytes
+ * (then nothing is written). */
 int vmdr_git_write(vmdr_git_repo *r, const char *path, const char *data, size_t len,
-                   vmdr_err *e);
+                   int *changed, vmdr_err *e);
 /* *removed is 1 when the file existed. */
 int vmdr_git_remove(vmdr_git_repo *r, const char *path, int *removed, vmdr_err *e);
 /* out_hex gets the new commit id; *changed is 0 when the tree did not change. */

@@ -36,6 +36,11 @@ struct vmdr_git_repo {
     size_t *slots; /* open addressing: index+1 into changes, 0 = empty */
     size_t nslots;
 
+    /* HEAD's tree, looked up once per transaction round: the ref cannot move while
+     * changes are pending (commit and reset drop them, and the cache with them). */
+    git_tree *head_cache;
+    int head_cached;
+
     /* The tree the pending changes give, and the trees written to build it. */
     int built_valid;
     git_oid built;

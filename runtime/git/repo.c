@@ -156,6 +156,9 @@ void vmdr_git__drop_pending(vmdr_git_repo *r)
     r->ntrees = 0;
     if (r->mempack)
         git_mempack_reset(r->mempack);
+    git_tree_free(r->head_cache);
+    r->head_cache = NULL;
+    r->head_cached = 0;
 }
 
 /* ---- open / clone --------------------------------------------------------------------------- */
@@ -466,6 +469,20 @@ int vmdr_git__head_tree(vmdr_git_repo *r, git_tree **out, vmdr_err *e)
     return 0;
 }
 
+/* HEAD's tree through the per-round cache (NULL on an unborn branch); not to be freed.
+ * Reading the ref and the commit again for each of 30,000 files was most of an idle
+ * reconcile. */
+static int head_tree_cached(vmdr_git_repo *r, const git_tree **out, vmdr_err *e)
+{
+    if (!r->head_cached) {
+        if (vmdr_git__head_tree(r, &r->head_cache, e) < 0)
+            return -1;
+        r->head_cached = 1;
+    }
+    *out = r->head_cache;
+    return 0;
+}
+
 static int copy_blob(vmdr_git_repo *r, const git_oid *id, char **out, size_t *len, vmdr_err *e)
 {
     git_blob *b = NULL;
@@ -495,12 +512,11 @@ int vmdr_git_read(vmdr_git_repo *r, const char *path, char **out, size_t *len, v
             return vmdr_err_set(e, "not_found", 0, "'%s' does not exist", path);
         return copy_blob(r, &c->oid, out, len, e);
     }
-    git_tree *tree = NULL;
+    const git_tree *tree = NULL;
     git_tree_entry *te = NULL;
-    if (vmdr_git__head_tree(r, &tree, e) < 0)
+    if (head_tree_cached(r, &tree, e) < 0)
         return -1;
     int rc = tree ? git_tree_entry_bypath(&te, tree, path) : GIT_ENOTFOUND;
-    git_tree_free(tree);
     if (rc == GIT_ENOTFOUND) {
         git_error_clear();
         return vmdr_err_set(e, "not_found", 0, "'%s' does not exist", path);
@@ -713,17 +729,42 @@ int vmdr_git_list(vmdr_git_repo *r, const char *dir, char ***out, size_t *n, vmd
 /* ---- writing -------------------------------------------------------------------------------- */
 
 int vmdr_git_write(vmdr_git_repo *r, const char *path, const char *data, size_t len,
-                   vmdr_err *e)
+                   int *changed, vmdr_err *e)
 {
     git_oid id;
+    *changed = 0;
     if (vmdr_git_check_path(path, e) < 0)
         return -1;
+    int rc = git_odb_hash(&id, data, len, GIT_OBJECT_BLOB);
+    if (rc < 0)
+        return vmdr_git__set_error(e, rc, "cannot hash blob");
+    /* The same bytes as the file already has (pending, else HEAD): nothing to do. Comparing
+     * object ids spares reading and inflating the old blob, and the work-tree write. */
+    git_change *c = pending_find(r, path);
+    if (c) {
+        if (!c->removed && git_oid_equal(&c->oid, &id))
+            return 0;
+    } else {
+        const git_tree *tree = NULL;
+        git_tree_entry *te = NULL;
+        if (head_tree_cached(r, &tree, e) < 0)
+            return -1;
+        if (tree && git_tree_entry_bypath(&te, tree, path) == 0) {
+            int same = git_tree_entry_type(te) == GIT_OBJECT_BLOB &&
+                       git_tree_entry_filemode(te) == GIT_FILEMODE_BLOB &&
+                       git_oid_equal(git_tree_entry_id(te), &id);
+            git_tree_entry_free(te);
+            if (same)
+                return 0;
+        } else {
+            git_error_clear();
+        }
+    }
+    *changed = 1;
     /* Straight into the mempack: git_blob_create_from_buffer first "freshens" on disk,
      * and every miss there re-reads the pack directory (most of the time for 10,000
      * writes). An object that was already on disk is packed again: harmless. */
-    int rc = git_odb_hash(&id, data, len, GIT_OBJECT_BLOB);
-    if (rc == 0)
-        rc = r->mempack->write(r->mempack, &id, data, len, GIT_OBJECT_BLOB);
+    rc = r->mempack->write(r->mempack, &id, data, len, GIT_OBJECT_BLOB);
     if (rc < 0)
         return vmdr_git__set_error(e, rc, "cannot store blob");
     if (r->workdir && vmdr_git__write_file(r->workdir, path, data, len, &r->dircache, e) < 0)
@@ -740,12 +781,11 @@ int vmdr_git_remove(vmdr_git_repo *r, const char *path, int *removed, vmdr_err *
     if (c) {
         *removed = !c->removed;
     } else {
-        git_tree *tree = NULL;
+        const git_tree *tree = NULL;
         git_tree_entry *te = NULL;
-        if (vmdr_git__head_tree(r, &tree, e) < 0)
+        if (head_tree_cached(r, &tree, e) < 0)
             return -1;
         int rc = tree ? git_tree_entry_bypath(&te, tree, path) : GIT_ENOTFOUND;
-        git_tree_free(tree);
         if (rc == 0) {
             int isdir = git_tree_entry_type(te) == GIT_OBJECT_TREE;
             git_tree_entry_free(te);

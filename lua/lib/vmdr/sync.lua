@@ -121,10 +121,8 @@ local function settle_namespace(tx, lay, ns, stats)
         tx:remove(over_k)
         return
     end
-    local kb = kustomize.base_kustomization(resources)
-    if tx:read(base_k) ~= kb then tx:write(base_k, kb) end
-    local ko = assert(kustomize.overlay_kustomization(lay, ns))
-    if tx:read(over_k) ~= ko then tx:write(over_k, ko) end
+    tx:write(base_k, kustomize.base_kustomization(resources))
+    tx:write(over_k, assert(kustomize.overlay_kustomization(lay, ns)))
 end
 
 --- Creates the repository layout where it is missing: the ApplicationSet is
@@ -160,10 +158,10 @@ function M.write(ctx, tx, lay, rendered)
         table.sort(paths)
         local changed = false
         for _, p in ipairs(paths) do
-            local bytes = v.files[p]
-            if tx:read(p) ~= bytes then
-                local ok, err = tx:write(p, bytes)
-                if not ok then return nil, err end
+            -- false: the file already holds these bytes (compared by object id, cheaply)
+            local wrote, err = tx:write(p, v.files[p])
+            if wrote == nil then return nil, err end
+            if wrote then
                 stats.files = stats.files + 1
                 changed = true
             end
