@@ -45,14 +45,14 @@ describe("vmdr.config", function()
   it("coerces -e strings by the key's type", function()
     local cfg = config.build(nil, config.merge({}, {
       gc = { max_delete_fraction = "0.25", force = "true" },
-      git = { push_retries = "5" },
+      git = { max_attempts = "5" },
       vm_selector = "app-tier=database", -- not a config key: stays a string
       count = "3",
     }))
     assert.equals(0.25, cfg.gc.max_delete_fraction)
     assert.is_true(cfg.gc.force)
-    assert.equals(5, cfg.git.push_retries)
-    assert.equals("integer", math.type(cfg.git.push_retries))
+    assert.equals(5, cfg.git.max_attempts)
+    assert.equals("integer", math.type(cfg.git.max_attempts))
     assert.equals("app-tier=database", cfg.vm_selector)
     assert.equals("3", cfg.count)
     assert.is_false(config.build(nil, { gc = { force = "false" } }).gc.force)
@@ -73,8 +73,8 @@ describe("vmdr.config", function()
     assert.matches("from 0 to 1", m)
     m = config_error(function() config.build(nil, { gc = { force = "yes" } }) end)
     assert.matches("gc%.force.*true or false", m)
-    m = config_error(function() config.build(nil, { git = { push_retries = "2.5" } }) end)
-    assert.matches("git%.push_retries.*an integer", m)
+    m = config_error(function() config.build(nil, { git = { max_attempts = "2.5" } }) end)
+    assert.matches("git%.max_attempts.*an integer", m)
   end)
 
   it("checks the file's types, naming the key and the file", function()
@@ -169,10 +169,10 @@ describe("vmdr-run configuration", function()
   it("hands the workflow coerced, defaulted config", function()
     local s = h.write(tmp .. "/show.lua", [[
       local ctx = ...
-      io.write(math.type(ctx.config.git.push_retries), " ", tostring(ctx.config.gc.force), " ",
+      io.write(math.type(ctx.config.git.max_attempts), " ", tostring(ctx.config.gc.force), " ",
         ctx.config.gc.max_delete_fraction, " ", ctx.config.git.root)
     ]])
-    local r = h.run { s, "-e", "git.push_retries=7", "-e", "gc.force=true",
+    local r = h.run { s, "-e", "git.max_attempts=7", "-e", "gc.force=true",
       "-e", "gc.max_delete_fraction=0.1" }
     assert.equals(0, r.code, r.stderr)
     assert.equals("integer true 0.1 vms", r.stdout)
@@ -216,7 +216,7 @@ describe("vmdr-run configuration", function()
         local c = ctx.config
         io.write(c.git.url, "|", c.git.branch, "|", tostring(c.gc.max_delete_fraction), "|",
           c.cluster_name, "|", tostring(ctx.vars.extra and ctx.vars.extra.n), "|",
-          math.type(c.git.push_retries))
+          math.type(c.git.max_attempts))
       ]])
     end)
 
