@@ -58,6 +58,12 @@ local vols, _, problems = sync.images(storage, ok_bundles)
 for _, p in ipairs(problems) do
     log.error("disk not protected", { vm = p.vm, reason = p.err })
 end
+-- From here on only the rendered bytes and the volumes are needed: let the decoded
+-- objects go before the repository phase (about a third of the peak at 10,000 VMs).
+local nvms = #bundles
+vms, pvcs, pvs, bundles, ok_bundles = nil, nil, nil, nil, nil
+for _, v in ipairs(rendered.vms) do v.bundle = nil end
+collectgarbage("collect")
 local images = { enabled = 0, already = 0, failed = 0 }
 if #vols > 0 then
     for _, e in ipairs(storage:enable(vols)) do
@@ -90,13 +96,13 @@ local stats = result.value
 local failed = #rendered.failed + #problems + images.failed
 if report.machine(ctx) then
     report.emit({ json = true }, {
-        workflow = "reconcile", vms = #bundles, written = stats.written, unchanged = stats.unchanged,
+        workflow = "reconcile", vms = nvms, written = stats.written, unchanged = stats.unchanged,
         failed = #rendered.failed, images = images, commit = result.commit or false,
         dry_run = ctx.dry_run or false,
     })
 else
     report.table({ "VMs", "written", "unchanged", "failed", "images enabled", "already", "image errors", "commit" },
-        { { #bundles, stats.written, stats.unchanged, #rendered.failed + #problems, images.enabled,
+        { { nvms, stats.written, stats.unchanged, #rendered.failed + #problems, images.enabled,
             images.already, images.failed, result.commit or (ctx.dry_run and "(dry run)" or "none") } })
 end
 dr.close(ctx)
