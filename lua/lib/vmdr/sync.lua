@@ -36,20 +36,15 @@ function M.render(ctx, lay, bundles)
             if not enc then
                 fail(tostring(err))
             else
-                local files, perr = {}, nil
-                local p
-                p, perr = lay:vm(b.ns, b.name)
+                local files = {}
+                local p, perr = lay:vm(b.ns, b.name)
                 if p then files[p] = enc.vm end
-                for name, bytes in pairs(enc.pvcs) do
-                    if not perr then
-                        p, perr = lay:pvc(b.ns, name)
-                        if p then files[p] = bytes end
-                    end
-                end
-                for name, bytes in pairs(enc.pvs) do
-                    if not perr then
-                        p, perr = lay:pv(b.ns, name)
-                        if p then files[p] = bytes end
+                for _, part in ipairs { { enc.pvcs, lay.pvc }, { enc.pvs, lay.pv } } do
+                    for name, bytes in pairs(part[1]) do
+                        if not perr then
+                            p, perr = part[2](lay, b.ns, name)
+                            if p then files[p] = bytes end
+                        end
                     end
                 end
                 if perr then

@@ -202,12 +202,8 @@ local function entry(vol, site)
   return { image = vol.spec, pv = vol.pv, site = site }
 end
 
-local function summarize(report)
-  local s = { ok = 0, already = 0, failed = 0, refused = 0, dry_run = 0 }
-  for _, e in ipairs(report) do s[e.result] = (s[e.result] or 0) + 1 end
-  report.summary = s
-  return report
-end
+-- the report summary every driver adds (lua/lib/vmdr/storage/init.lua)
+local summarize = require("vmdr.storage").summarize
 
 local function check_vols(vols)
   if type(vols) ~= "table" then error("expected a list of volumes", 3) end
