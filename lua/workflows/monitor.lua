@@ -44,6 +44,13 @@ local src, cerr = dr.client(ctx, "source")
 if not src then return nil, "source cluster: " .. tostring(cerr) end
 local storage, serr = dr.storage(ctx)
 if not storage then return nil, "storage: " .. tostring(serr) end
+-- The watch gets a client (a connection pool) of its own: on a shared one, an event that
+-- arrives while a Lease renewal or a batch's GET is in flight waits in the pool until
+-- the next bytes on the stream (up to a BOOKMARK later).
+local k8s = require "vmdr.k8s"
+local wsrc, werr0 = k8s.client { kubeconfig = ctx.config.source and ctx.config.source.kubeconfig,
+    context = ctx.config.source and ctx.config.source.context }
+if not wsrc then return nil, "source cluster: " .. tostring(werr0) end
 
 local el = lease.new(src, {
     name = mc.lease_name or "vmdr-monitor",
@@ -160,7 +167,7 @@ local function lead()
     local next_resync = time.monotonic() + resync_interval
     local tick = math.max(0.01, math.min(debounce > 0 and debounce / 2 or 0.02, el.retry_period))
     local ok, why = pcall(function()
-        for typ, obj in src:watch(VM, { labelSelector = ctx.config.label_selector, idle = tick }) do
+        for typ, obj in wsrc:watch(VM, { labelSelector = ctx.config.label_selector, idle = tick }) do
             local now = time.monotonic()
             if typ == "RESYNC" then
                 signal.hold(converge, obj, "resync")
@@ -223,5 +230,6 @@ if not loop_ok and not signal.pending() then error(loop_err, 0) end
 local ok, rerr = signal.hold(function() return el:release() end)
 if not ok then log.warn("lease not released (it will expire)", { err = tostring(rerr) }) end
 log.info("monitor stopped", { identity = me })
+wsrc:close()
 dr.close(ctx)
 return true

@@ -52,7 +52,7 @@ describe("monitor", function()
 
     setup(function()
         h.need("kubectl"); h.need("git")
-        s = sim.start { fixtures = false, bookmark_interval = 60 }
+        s = sim.start { fixtures = false, bookmark_interval = 1 }
         kubectl { "create", "namespace", "shop" }
         kubectl { "create", "namespace", "blog" }
         env = mon.setup(s, [[
