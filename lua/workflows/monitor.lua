@@ -171,6 +171,9 @@ local function lead()
             local now = time.monotonic()
             if typ == "RESYNC" then
                 signal.hold(converge, obj, "resync")
+                -- a full list and its rendering are the monitor's peak: free them now
+                obj = nil
+                collectgarbage("collect")
                 next_resync = time.monotonic() + resync_interval
             elseif typ == "ADDED" or typ == "MODIFIED" or typ == "DELETED" then
                 local k = key_of(obj)
@@ -189,6 +192,8 @@ local function lead()
                 local list, err = src:list(VM, { labelSelector = ctx.config.label_selector })
                 if list then
                     signal.hold(converge, list, "periodic resync")
+                    list = nil
+                    collectgarbage("collect")
                 else
                     log.error("periodic resync: listing failed", { err = tostring(err) })
                 end

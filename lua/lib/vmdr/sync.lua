@@ -153,34 +153,50 @@ end
 function M.write(ctx, tx, lay, rendered)
     local stats = { written = 0, unchanged = 0, removed = 0, files = 0, changed_vms = {} }
     M.init_layout(ctx, tx, lay)
-    local dirty = {}
+    local dirty, checked = {}, {}
     for _, v in ipairs(rendered.vms) do
         local paths = {}
         for p in pairs(v.files) do paths[#paths + 1] = p end
         table.sort(paths)
-        local changed = false
+        local changed, reshaped = false, false
+        local vm_path = lay:vm(v.ns, v.name)
         for _, p in ipairs(paths) do
             local bytes = v.files[p]
-            if tx:read(p) ~= bytes then
+            local cur = tx:read(p)
+            if cur ~= bytes then
+                if cur == nil then
+                    reshaped = true -- a new file: the kustomization lists it
+                elseif p == vm_path and not reshaped then
+                    -- a VM whose disk list changed leaves claim files behind
+                    local old = yaml.decode(cur)
+                    local new = yaml.decode(bytes)
+                    if type(old) ~= "table" or type(new) ~= "table"
+                        or table.concat(inventory.vm_claims(old), "\0")
+                            ~= table.concat(inventory.vm_claims(new), "\0") then
+                        reshaped = true
+                    end
+                end
                 local ok, err = tx:write(p, bytes)
                 if not ok then return nil, err end
                 stats.files = stats.files + 1
                 changed = true
             end
         end
-        -- a VM whose disk list shrank leaves claim files behind: settle its namespace
-        -- also when only the VM file changed
+        -- only a namespace whose set of files changed needs its kustomizations and
+        -- unreferenced claim files settled (reading every file there is the slow part)
+        if reshaped then dirty[v.ns] = true end
         if changed then
             stats.written = stats.written + 1
             stats.changed_vms[#stats.changed_vms + 1] = v.ns .. "/" .. v.name
-            dirty[v.ns] = true
-        else
-            stats.unchanged = stats.unchanged + 1
+        end
+        if not dirty[v.ns] and not checked[v.ns] then
+            checked[v.ns] = true
             -- a namespace whose kustomization is missing (first run, hand edit) is settled too
             if tx:read(lay:base_kustomization(v.ns)) == nil or tx:read(lay:overlay_kustomization(v.ns)) == nil then
                 dirty[v.ns] = true
             end
         end
+        if not changed then stats.unchanged = stats.unchanged + 1 end
     end
     local nss = {}
     for ns in pairs(dirty) do nss[#nss + 1] = ns end
@@ -440,6 +456,11 @@ function M.export_vms(ctx, client, keys, opts)
         if not seen[k] then seen[k] = true; uniq[#uniq + 1] = k end
     end
     table.sort(uniq)
+    local clock = require("vmdr.time").monotonic
+    local t0 = clock()
+    local function lap(what)
+        if ctx.log then ctx.log.debug("export_vms: " .. what, { seconds = string.format("%.3f", clock() - t0) }) end
+    end
     local vms, gone, failed = fetch_vms(ctx, client, uniq, opts.live)
     if not vms then return nil, gone end
     local pvcs, pvs = {}, {}
@@ -447,7 +468,9 @@ function M.export_vms(ctx, client, keys, opts)
         pvcs, pvs = fetch_volumes(client, vms)
         if not pvcs then return nil, pvs end
     end
+    lap("read from the API")
     local rendered = M.render(ctx, lay, inventory.bundles(vms, pvcs, pvs))
+    lap("rendered")
     for _, f in ipairs(rendered.failed) do
         failed[#failed + 1] = { key = f.ns .. "/" .. f.name, err = f.err }
     end
@@ -486,8 +509,10 @@ function M.export_vms(ctx, client, keys, opts)
     local summary
     local result, terr = repo.transaction(ctx, function(tx)
         summary = { written = {}, unchanged = 0, removed = {}, kept = {} }
+        lap("transaction started")
         if #rendered.vms > 0 then
             local stats, werr = M.write(ctx, tx, lay, rendered)
+            lap("written")
             if not stats then return nil, werr end
             summary.written, summary.unchanged = stats.changed_vms, stats.unchanged
         end
@@ -527,6 +552,7 @@ function M.export_vms(ctx, client, keys, opts)
         tx:set_message(msg)
         return summary
     end)
+    lap("committed")
     if not result then return nil, terr end
     for _, f in ipairs(summary.kept) do failed[#failed + 1] = f end
     return { commit = result.commit, diff = result.diff, written = summary.written,
