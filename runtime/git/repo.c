@@ -129,9 +129,17 @@ static int pending_put(vmdr_git_repo *r, const char *path, const git_oid *oid, i
         c->oid = *oid;
     c->removed = removed;
     r->nchanges++;
-    if ((r->nchanges * 2 > r->nslots && pending_rehash(r, r->nslots ? r->nslots * 2 : 128)) ||
-        (r->nchanges * 2 <= r->nslots && pending_rehash(r, r->nslots)))
-        return vmdr_err_set(e, "nomem", 0, "out of memory");
+    if (r->nchanges * 2 > r->nslots) {
+        if (pending_rehash(r, r->nslots ? r->nslots * 2 : 128) < 0)
+            return vmdr_err_set(e, "nomem", 0, "out of memory");
+        return 0;
+    }
+    /* Room enough: place the new entry only. (Rehashing every entry on every put made a
+     * transaction of n writes O(n^2): minutes for the 30,000 files of 10,000 VMs.) */
+    size_t i = hash_path(c->path) & (r->nslots - 1);
+    while (r->slots[i])
+        i = (i + 1) & (r->nslots - 1);
+    r->slots[i] = r->nchanges;
     return 0;
 }
 
