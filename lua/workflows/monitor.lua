@@ -91,7 +91,14 @@ local function sync_batch(keys, kind, live)
         return false
     end
     local t0 = time.monotonic()
-    local r, err = sync.export_vms(ctx, src, keys, { live = live, message = message(kind) })
+    local r, err = sync.export_vms(ctx, src, keys, { live = live, message = message(kind),
+        -- no renewal ran during the batch: renew now, and commit only if still the holder
+        may_commit = function()
+            local held, lerr = el:try()
+            if held or el:leading() then return true end
+            return false, dr.err("lost_lease", "the Lease was lost during the batch%s",
+                lerr and (": " .. tostring(lerr)) or "")
+        end })
     local again = time.monotonic() + math.max(debounce, 1)
     if not r then
         log.error("batch not synced, will retry", { vms = #keys, err = tostring(err) })

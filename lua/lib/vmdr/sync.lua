@@ -436,7 +436,8 @@ end
 --- be enabled/disabled, is left as it is in Git and reported with retry = true.
 --- opts: live = VM objects known current (a watch's RESYNC list: no GET for those; any
 --- key not among them is confirmed with its own GET), message = fn(summary) -> commit
---- message.
+--- message, may_commit = fn() -> true | false, err (asked right before the commit; false
+--- aborts the transaction: nothing is committed).
 --- Result: { commit = id|false, written = {key...}, unchanged = n, removed = {key...},
 ---   failed = { {key=, err=, retry=} }, diff = } or nil, err (API or repository failure:
 ---   nothing committed).
@@ -541,6 +542,12 @@ function M.export_vms(ctx, client, keys, opts)
             end
         end
         if #entries > 0 then M.remove(ctx, tx, lay, entries) end
+        -- a long batch may have outlived the writer's right to write (the monitor's Lease):
+        -- asked last, right before the commit and push
+        if opts.may_commit then
+            local ok, why = opts.may_commit()
+            if not ok then return nil, why or dr.err("lost_lease", "no longer allowed to commit") end
+        end
         local msg = opts.message and opts.message(summary)
         if not msg then
             local lines = {}
