@@ -24,6 +24,7 @@ local ctx = ...
 local config = require "vmdr.config"
 local dr = require "vmdr.dr"
 local lease = require "vmdr.lease"
+local mem = require "vmdr.mem"
 local repo = require "vmdr.repo"
 local signal = require "vmdr.signal"
 local sync = require "vmdr.sync"
@@ -178,9 +179,11 @@ local function lead()
             local now = time.monotonic()
             if typ == "RESYNC" then
                 signal.hold(converge, obj, "resync")
-                -- a full list and its rendering are the monitor's peak: free them now
+                -- a full list and its rendering are the monitor's peak: free them now, and
+                -- give the pages back (the allocator would keep them: RSS at the peak)
                 obj = nil
                 collectgarbage("collect")
+                mem.trim()
                 next_resync = time.monotonic() + resync_interval
             elseif typ == "ADDED" or typ == "MODIFIED" or typ == "DELETED" then
                 local k = key_of(obj)
@@ -201,6 +204,7 @@ local function lead()
                     signal.hold(converge, list, "periodic resync")
                     list = nil
                     collectgarbage("collect")
+                    mem.trim()
                 else
                     log.error("periodic resync: listing failed", { err = tostring(err) })
                 end
