@@ -95,6 +95,8 @@ local function sync_batch(keys, kind, live)
     local r, err = sync.export_vms(ctx, src, keys, { live = live, message = message(kind),
         -- no renewal ran during the batch: renew now, and commit only if still the holder
         may_commit = function()
+            -- renewed moments ago (the usual short batch): nobody can have taken over
+            if el.renewed_at and time.monotonic() - el.renewed_at < el.retry_period then return true end
             local held, lerr = el:try()
             if held or el:leading() then return true end
             return false, dr.err("lost_lease", "the Lease was lost during the batch%s",
