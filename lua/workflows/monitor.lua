@@ -45,9 +45,8 @@ local src, cerr = dr.client(ctx, "source")
 if not src then return nil, "source cluster: " .. tostring(cerr) end
 local storage, serr = dr.storage(ctx)
 if not storage then return nil, "storage: " .. tostring(serr) end
--- The watch gets a client (a connection pool) of its own: on a shared one, an event that
--- arrives while a Lease renewal or a batch's GET is in flight waits in the pool until
--- the next bytes on the stream (up to a BOOKMARK later).
+-- The watch gets a client (a connection pool) of its own, so the long-lived stream and the
+-- batches' and the Lease's requests never wait on one another.
 local k8s = require "vmdr.k8s"
 local wsrc, werr0 = k8s.client { kubeconfig = ctx.config.source and ctx.config.source.kubeconfig,
     context = ctx.config.source and ctx.config.source.context }

@@ -53,7 +53,7 @@ describe("monitor", function()
 
     setup(function()
         h.need("kubectl"); h.need("git")
-        s = sim.start { fixtures = false, bookmark_interval = 1 }
+        s = sim.start { fixtures = false, bookmark_interval = 600 }
         kubectl { "create", "namespace", "shop" }
         kubectl { "create", "namespace", "blog" }
         env = mon.setup(s, [[
@@ -143,7 +143,7 @@ monitor: { debounce: 0.5, lease_duration: 4, lease_namespace: default, resync_in
         s.admin { bookmark_interval = 3600 }
         t.sleep(1.2)
         kubectl { "label", "vm", "-n", "shop", "--overwrite", "scratch", "x=1" }
-        s.admin { compact = true, restart = 1, bookmark_interval = 1 }
+        s.admin { compact = true, restart = 1 }
         mon.eventually(function() return s.kubectl { "get", "ns" }.code == 0 end, 60, "sim never came back")
         kubectl { "label", "vm", "-n", "blog", "--overwrite", "b4", "gone=yes" }
         live["blog/b4"] = "gone: \"?yes"
