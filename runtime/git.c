@@ -237,16 +237,18 @@ static int repo_clear_locks(lua_State *L)
     return ok_or_err(L, vmdr_git_clear_locks(r, &e), &e);
 }
 
-/* repo:read(path) -> bytes | nil, err ("not_found" when absent) */
+/* repo:read(path [, {head=}]) -> bytes | nil, err ("not_found" when absent) */
 static int repo_read(lua_State *L)
 {
     vmdr_git_repo *r = check_repo(L);
     const char *path = luaL_checkstring(L, 2);
+    /* {head = true}: the content HEAD has, ignoring what is pending */
+    int head = vmdr_opt_boolean(L, 3, "head", 0);
     char *data;
     size_t len;
     vmdr_err e;
     vmdr_err_clear(&e);
-    if (vmdr_git_read(r, path, &data, &len, &e) < 0)
+    if ((head ? vmdr_git_read_head : vmdr_git_read)(r, path, &data, &len, &e) < 0)
         return push_git_err(L, &e);
     lua_pushlstring(L, data, len); /* may raise on memory: free after */
     free(data);
@@ -276,7 +278,8 @@ static int repo_list(lua_State *L)
     return 1;
 }
 
-/* repo:write(path, bytes) -> true (staged) | false (the file already holds these bytes) | nil, err */
+/* repo:write(path, bytes) -> true, created | false (the file already holds these bytes)
+ *                             | nil, err    (created: the file did not exist before) */
 static int repo_write(lua_State *L)
 {
     vmdr_git_repo *r = check_repo(L);
@@ -290,8 +293,11 @@ static int repo_write(lua_State *L)
     int changed;
     if (vmdr_git_write(r, path, data, len, &changed, &e) < 0)
         return push_git_err(L, &e);
-    lua_pushboolean(L, changed);
-    return 1;
+    lua_pushboolean(L, changed != 0);
+    if (!changed)
+        return 1;
+    lua_pushboolean(L, changed == 2);
+    return 2;
 }
 
 /* repo:remove(path) -> true (removed) | false (was not there) | nil, err */

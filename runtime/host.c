@@ -27,9 +27,27 @@
 /* The single allowed mutable global: which signal asked us to stop (0: none). */
 static volatile sig_atomic_t interrupt_sig = 0;
 
+/* Not a second flag but a mask over it, changed only from the Lua thread (never from a
+ * handler): while held, a signal is recorded but not reported, so a critical section
+ * (the monitor's batch in flight, its Lease hand-over) can finish its API calls. */
+static int interrupt_holds = 0;
+
 int vmdr_interrupted(void)
 {
+    return interrupt_sig != 0 && interrupt_holds == 0;
+}
+
+int vmdr_interrupt_pending(void)
+{
     return interrupt_sig != 0;
+}
+
+int vmdr_interrupt_hold(int delta)
+{
+    interrupt_holds += delta;
+    if (interrupt_holds < 0)
+        interrupt_holds = 0;
+    return interrupt_holds;
 }
 
 int vmdr_interrupt_signal(void)
@@ -66,7 +84,7 @@ static void install_signals(void)
 static void interrupt_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    if (!interrupt_sig)
+    if (!interrupt_sig || interrupt_holds > 0)
         return;
     lua_sethook(L, NULL, 0, 0);
     vmdr_push_errtable(L, "interrupted", "interrupted by signal", interrupt_sig);

@@ -33,5 +33,10 @@ void vmdr_push_redacted(lua_State *L, const char *s, size_t len);
 /* The process-wide interrupt flag (SIGINT/SIGTERM), the only mutable global (host.c). */
 int vmdr_interrupted(void);
 int vmdr_interrupt_signal(void);
+/* A signal arrived, held or not. */
+int vmdr_interrupt_pending(void);
+/* delta +1 holds, -1 releases (nested); returns the depth. While held, vmdr_interrupted()
+ * is 0 and the count hook does not raise. */
+int vmdr_interrupt_hold(int delta);
 
 #endif

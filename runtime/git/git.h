@@ -41,10 +41,12 @@ int vmdr_git_clear_locks(vmdr_git_repo *r, vmdr_err *e);
 
 /* *out is malloc'd; returns 0, or -1 with e ("not_found" when absent). */
 int vmdr_git_read(vmdr_git_repo *r, const char *path, char **out, size_t *len, vmdr_err *e);
+/* The same as HEAD has it, whatever is pending (the bytes a write replaced). */
+int vmdr_git_read_head(vmdr_git_repo *r, const char *path, char **out, size_t *len, vmdr_err *e);
 /* Names in dir (directories end in "/"), sorted; *out and each name malloc'd. */
 int vmdr_git_list(vmdr_git_repo *r, const char *dir, char ***out, size_t *n, vmdr_err *e);
 /* Stages bytes at path; *changed = 0 when the file already holds exactly these bytes
- * (then nothing is written). */
+ * (then nothing is written), 1 when it held others, 2 when it is new. */
 int vmdr_git_write(vmdr_git_repo *r, const char *path, const char *data, size_t len,
                    int *changed, vmdr_err *e);
 /* *removed is 1 when the file existed. */

@@ -501,12 +501,13 @@ static int copy_blob(vmdr_git_repo *r, const git_oid *id, char **out, size_t *le
     return 0;
 }
 
-int vmdr_git_read(vmdr_git_repo *r, const char *path, char **out, size_t *len, vmdr_err *e)
+static int read_at(vmdr_git_repo *r, const char *path, int head_only, char **out, size_t *len,
+                   vmdr_err *e)
 {
     *out = NULL;
     if (vmdr_git_check_path(path, e) < 0)
         return -1;
-    git_change *c = pending_find(r, path);
+    git_change *c = head_only ? NULL : pending_find(r, path);
     if (c) {
         if (c->removed)
             return vmdr_err_set(e, "not_found", 0, "'%s' does not exist", path);
@@ -530,6 +531,16 @@ int vmdr_git_read(vmdr_git_repo *r, const char *path, char **out, size_t *len, v
     rc = copy_blob(r, git_tree_entry_id(te), out, len, e);
     git_tree_entry_free(te);
     return rc;
+}
+
+int vmdr_git_read(vmdr_git_repo *r, const char *path, char **out, size_t *len, vmdr_err *e)
+{
+    return read_at(r, path, 0, out, len, e);
+}
+
+int vmdr_git_read_head(vmdr_git_repo *r, const char *path, char **out, size_t *len, vmdr_err *e)
+{
+    return read_at(r, path, 1, out, len, e);
 }
 
 /* ---- building the tree the pending changes give --------------------------------------------- */
@@ -740,10 +751,12 @@ int vmdr_git_write(vmdr_git_repo *r, const char *path, const char *data, size_t 
         return vmdr_git__set_error(e, rc, "cannot hash blob");
     /* The same bytes as the file already has (pending, else HEAD): nothing to do. Comparing
      * object ids spares reading and inflating the old blob, and the work-tree write. */
+    int existed = 0;
     git_change *c = pending_find(r, path);
     if (c) {
         if (!c->removed && git_oid_equal(&c->oid, &id))
             return 0;
+        existed = !c->removed;
     } else {
         const git_tree *tree = NULL;
         git_tree_entry *te = NULL;
@@ -756,11 +769,12 @@ int vmdr_git_write(vmdr_git_repo *r, const char *path, const char *data, size_t 
             git_tree_entry_free(te);
             if (same)
                 return 0;
+            existed = 1;
         } else {
             git_error_clear();
         }
     }
-    *changed = 1;
+    *changed = existed ? 1 : 2;
     /* Straight into the mempack: git_blob_create_from_buffer first "freshens" on disk,
      * and every miss there re-reads the pack directory (most of the time for 10,000
      * writes). An object that was already on disk is packed again: harmless. */

@@ -5,6 +5,7 @@
 local h = require "support.helper"
 local kt = require "support.k8stest"
 local k8s = require "vmdr.k8s"
+local time = require "vmdr.time"
 
 local function fixtures(dir)
   local parts = {}
@@ -215,5 +216,8 @@ describe("vmdr.k8s watch against vmdr-sim", function()
     assert.is_false(ok)
     assert.equals("unreachable", err.code)
     assert.matches("failures in a row", err.message)
+    -- the server is still away (3 s): let it come back before after_each talks to it
+    local deadline = time.monotonic() + 30
+    while s.curl { path = "/version" }.code == 0 and time.monotonic() < deadline do time.sleep(0.1) end
   end)
 end)

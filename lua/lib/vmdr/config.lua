@@ -92,6 +92,20 @@ M.schema = {
   ["storage.ceph.timeout"] = { type = "number", min = 0 },
   ["storage.ceph.peer_timeout"] = { type = "number", min = 0 },
   ["storage.exec"] = { type = "map" },
+  monitor = { type = "map" },
+  ["monitor.debounce"] = { type = "number", min = 0, max = 86400,
+    doc = "quiet period (seconds) after a VM's last event before it is synced" },
+  ["monitor.resync_interval"] = { type = "number", min = 1,
+    doc = "seconds between full reconciles of the monitor (safety net)" },
+  ["monitor.lease_name"] = { type = "string", doc = "the monitor's leader-election Lease" },
+  ["monitor.lease_namespace"] = { type = "string",
+    doc = "namespace of the Lease (default: the source context's namespace)" },
+  ["monitor.lease_duration"] = { type = "number", min = 1, max = 3600,
+    doc = "seconds without renewal after which another monitor takes over" },
+  ["monitor.identity"] = { type = "string", doc = "holder identity (default hostname/pid)" },
+  status = { type = "map" },
+  ["status.max_rpo"] = { type = "number", min = 0,
+    doc = "seconds: VMs whose measured RPO is larger are flagged (status exits 1)" },
 }
 
 local DEFAULTS = {
@@ -105,6 +119,9 @@ local DEFAULTS = {
     csi_drivers = { ".rbd.csi.ceph.com" },
   },
   gc = { max_delete_fraction = 0.5, force = false },
+  monitor = { debounce = 10, resync_interval = 3600, lease_name = "vmdr-monitor",
+    lease_duration = 15 },
+  status = { max_rpo = 3600 },
 }
 
 local err_mt = { __tostring = function(e) return e.code .. ": " .. e.message end }

@@ -115,17 +115,18 @@ local function new_tx(r)
   local tx = { message = nil, writes = 0, removes = 0 }
   ---@param path string
   ---@return string|nil bytes, table|nil err
-  function tx:read(path) return r:read(path) end
+  function tx:read(path, opts) return r:read(path, opts) end
   ---@param dir string|nil
   ---@return table|nil names, table|nil err
   function tx:list(dir) return r:list(dir) end
   ---@param path string
   ---@param bytes string
-  ---@return boolean|nil ok, table|nil err
+  --- true, created (the file is new) | false (it already holds these bytes) | nil, err
+  ---@return boolean|nil changed, boolean|table|nil created_or_err
   function tx:write(path, bytes)
-    local ok, err = r:write(path, bytes)
-    if ok then self.writes = self.writes + 1 end
-    return ok, err
+    local changed, second = r:write(path, bytes)
+    if changed then self.writes = self.writes + 1 end
+    return changed, second
   end
   ---@param path string
   ---@return boolean|nil removed, table|nil err

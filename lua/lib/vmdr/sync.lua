@@ -7,9 +7,11 @@
 --- creating the layout (ApplicationSet, failover-control component) when
 --- missing. `remove` takes a VM out the way gc does. Everything here reads and
 --- writes through `tx` (vmdr.repo), so a rejected push simply runs it again.
+local dr = require "vmdr.dr"
 local inventory = require "vmdr.inventory"
 local kustomize = require "vmdr.kustomize"
 local manifest = require "vmdr.manifest"
+local repo = require "vmdr.repo"
 local yaml = require "vmdr.yaml"
 
 local M = {}
@@ -146,34 +148,50 @@ end
 function M.write(ctx, tx, lay, rendered)
     local stats = { written = 0, unchanged = 0, removed = 0, files = 0, changed_vms = {} }
     M.init_layout(ctx, tx, lay)
-    local dirty = {}
+    local dirty, checked = {}, {}
     for _, v in ipairs(rendered.vms) do
         local paths = {}
         for p in pairs(v.files) do paths[#paths + 1] = p end
         table.sort(paths)
-        local changed = false
+        local changed, reshaped = false, false
+        local vm_path = lay:vm(v.ns, v.name)
         for _, p in ipairs(paths) do
+            local bytes = v.files[p]
             -- false: the file already holds these bytes (compared by object id, cheaply)
-            local wrote, err = tx:write(p, v.files[p])
-            if wrote == nil then return nil, err end
+            local wrote, created = tx:write(p, bytes)
+            if wrote == nil then return nil, created end
             if wrote then
+                if created then
+                    reshaped = true -- a new file: the kustomization lists it
+                elseif p == vm_path and not reshaped then
+                    -- a VM whose disk list changed leaves claim files behind
+                    local old = yaml.decode(tx:read(p, { head = true }) or "")
+                    local new = yaml.decode(bytes)
+                    if type(old) ~= "table" or type(new) ~= "table"
+                        or table.concat(inventory.vm_claims(old), "\0")
+                            ~= table.concat(inventory.vm_claims(new), "\0") then
+                        reshaped = true
+                    end
+                end
                 stats.files = stats.files + 1
                 changed = true
             end
         end
-        -- a VM whose disk list shrank leaves claim files behind: settle its namespace
-        -- also when only the VM file changed
+        -- only a namespace whose set of files changed needs its kustomizations and
+        -- unreferenced claim files settled (reading every file there is the slow part)
+        if reshaped then dirty[v.ns] = true end
         if changed then
             stats.written = stats.written + 1
             stats.changed_vms[#stats.changed_vms + 1] = v.ns .. "/" .. v.name
-            dirty[v.ns] = true
-        else
-            stats.unchanged = stats.unchanged + 1
+        end
+        if not dirty[v.ns] and not checked[v.ns] then
+            checked[v.ns] = true
             -- a namespace whose kustomization is missing (first run, hand edit) is settled too
             if tx:read(lay:base_kustomization(v.ns)) == nil or tx:read(lay:overlay_kustomization(v.ns)) == nil then
                 dirty[v.ns] = true
             end
         end
+        if not changed then stats.unchanged = stats.unchanged + 1 end
     end
     local nss = {}
     for ns in pairs(dirty) do nss[#nss + 1] = ns end
@@ -217,6 +235,31 @@ function M.stored_vms(tx, lay, opts)
         end
     end
     return out
+end
+
+--- One stored VM, as stored_vms reports it, or nil when the repository has no file for it.
+---@param tx table
+---@param lay table
+---@param ns string
+---@param name string
+---@return table|nil entry
+function M.stored_vm(tx, lay, ns, name)
+    local path = lay:vm(ns, name)
+    if not path then return nil end
+    local bytes = tx:read(path)
+    if bytes == nil then return nil end
+    local e = { ns = ns, name = name, path = path }
+    local vm, derr = yaml.decode(bytes)
+    if type(vm) ~= "table" then
+        e.err = "cannot parse " .. path .. ": " .. tostring(derr)
+    elseif not vm.metadata or vm.metadata.name ~= name or vm.metadata.namespace ~= ns then
+        e.err = string.format("%s holds VirtualMachine %s/%s, not %s/%s", path,
+            tostring(vm.metadata and vm.metadata.namespace), tostring(vm.metadata and vm.metadata.name),
+            ns, name)
+    else
+        e.vm = vm
+    end
+    return e
 end
 
 --- The claims and volumes a stored VM uses, read from the repository:
@@ -280,6 +323,242 @@ function M.images(driver, bundles)
         end
     end
     return vols, by_vm, problems
+end
+
+-- Above this many VMs (or volumes), one list call beats a GET each.
+local BULK <const> = 20
+
+local function split_key(k)
+    local ns, name = k:match("^([^/]+)/(.+)$")
+    return ns, name
+end
+
+--- Reads the VMs named by keys fresh from the API: protected (to export), gone
+--- (confirmed by their own GET: 404, or present without the DR label) or failed.
+local function fetch_vms(ctx, client, keys, live)
+    local by_key, protected, gone, failed = {}, {}, {}, {}
+    if live then
+        for _, vm in ipairs(live) do
+            local md = vm.metadata or {}
+            by_key[tostring(md.namespace) .. "/" .. tostring(md.name)] = vm
+        end
+    elseif #keys > BULK then
+        local list, err = client:list("virtualmachines.kubevirt.io",
+            { labelSelector = ctx.config.label_selector })
+        if not list then return nil, err end
+        for _, vm in ipairs(list.items) do
+            local md = vm.metadata or {}
+            by_key[tostring(md.namespace) .. "/" .. tostring(md.name)] = vm
+        end
+    end
+    for _, k in ipairs(keys) do
+        local ns, name = split_key(k)
+        local vm = by_key[k]
+        local err
+        if vm == nil then vm, err = client:get("virtualmachines.kubevirt.io", ns, name) end
+        if vm and dr.is_protected(ctx, vm) then
+            vm.kind = vm.kind or "VirtualMachine"
+            vm.apiVersion = vm.apiVersion or "kubevirt.io/v1"
+            protected[#protected + 1] = vm
+        elseif vm or err.code == "not_found" then
+            gone[#gone + 1] = k
+        else
+            if err.code == "interrupted" then return nil, err end
+            failed[#failed + 1] = { key = k, err = tostring(err), retry = true }
+        end
+    end
+    return protected, gone, failed
+end
+
+--- The claims and volumes of the VMs to export: one list per namespace (or one for all
+--- namespaces when there are many), PVs by name (or one list when there are many).
+local function fetch_volumes(client, vms)
+    local nss, nns = {}, 0
+    for _, vm in ipairs(vms) do
+        if not nss[vm.metadata.namespace] then nns = nns + 1 end
+        nss[vm.metadata.namespace] = true
+    end
+    local pvcs = {}
+    if nns > 3 then
+        local list, err = client:list("persistentvolumeclaims", {})
+        if not list then return nil, err end
+        pvcs = list.items
+    else
+        for ns in pairs(nss) do
+            local list, err = client:list("persistentvolumeclaims", { namespace = ns })
+            if not list then return nil, err end
+            for _, c in ipairs(list.items) do pvcs[#pvcs + 1] = c end
+        end
+    end
+    local wanted, nwanted = {}, 0
+    local pvc_by = inventory.index(pvcs, {})
+    for _, vm in ipairs(vms) do
+        for _, claim in ipairs(inventory.vm_claims(vm)) do
+            local pvc = pvc_by[vm.metadata.namespace .. "/" .. claim]
+            local v = pvc and pvc.spec and pvc.spec.volumeName
+            if type(v) == "string" and v ~= "" and not wanted[v] then
+                wanted[v] = true
+                nwanted = nwanted + 1
+            end
+        end
+    end
+    local pvs = {}
+    if nwanted > BULK then
+        local list, err = client:list("persistentvolumes", {})
+        if not list then return nil, err end
+        pvs = list.items
+    else
+        local names = {}
+        for v in pairs(wanted) do names[#names + 1] = v end
+        table.sort(names)
+        for _, v in ipairs(names) do
+            local pv, err = client:get("persistentvolumes", nil, v)
+            if pv then
+                pvs[#pvs + 1] = pv
+            elseif err.code ~= "not_found" then
+                return nil, err
+            end
+        end
+    end
+    return pvcs, pvs
+end
+
+--- Brings the DR copy of the VMs named by keys ("ns/name") up to date in ONE repository
+--- transaction: shared by event_sync (one key) and the monitor (every VM that settled).
+--- Each VM is read fresh; a protected one is exported (mirroring enabled first), one that
+--- is gone or no longer labelled is removed as gc would (mirroring disabled first, from
+--- what Git says it had). A VM whose GET fails for another reason, or whose disks cannot
+--- be enabled/disabled, is left as it is in Git and reported with retry = true.
+--- opts: live = VM objects known current (a watch's RESYNC list: no GET for those; any
+--- key not among them is confirmed with its own GET), message = fn(summary) -> commit
+--- message, may_commit = fn() -> true | false, err (asked right before the commit; false
+--- aborts the transaction: nothing is committed).
+--- Result: { commit = id|false, written = {key...}, unchanged = n, removed = {key...},
+---   failed = { {key=, err=, retry=} }, diff = } or nil, err (API or repository failure:
+---   nothing committed).
+---@param ctx table
+---@param client table vmdr.k8s client of the source cluster
+---@param keys string[] "ns/name"
+---@param opts table|nil
+---@return table|nil result, table|nil err
+function M.export_vms(ctx, client, keys, opts)
+    opts = opts or {}
+    local lay = dr.layout(ctx)
+    local storage, serr = dr.storage(ctx)
+    if not storage then return nil, serr end
+    local uniq, seen = {}, {}
+    for _, k in ipairs(keys) do
+        if type(k) ~= "string" or not split_key(k) then error("export_vms: bad key " .. tostring(k), 2) end
+        if not seen[k] then seen[k] = true; uniq[#uniq + 1] = k end
+    end
+    table.sort(uniq)
+    local clock = require("vmdr.time").monotonic
+    local t0 = clock()
+    local function lap(what)
+        if ctx.log then ctx.log.debug("export_vms: " .. what, { seconds = string.format("%.3f", clock() - t0) }) end
+    end
+    local vms, gone, failed = fetch_vms(ctx, client, uniq, opts.live)
+    if not vms then return nil, gone end
+    local pvcs, pvs = {}, {}
+    if #vms > 0 then
+        pvcs, pvs = fetch_volumes(client, vms)
+        if not pvcs then return nil, pvs end
+    end
+    lap("read from the API")
+    local rendered = M.render(ctx, lay, inventory.bundles(vms, pvcs, pvs))
+    lap("rendered")
+    for _, f in ipairs(rendered.failed) do
+        failed[#failed + 1] = { key = f.ns .. "/" .. f.name, err = f.err }
+    end
+    -- mirroring first: a VM whose disks are not protected is not written
+    local bundles = {}
+    for _, v in ipairs(rendered.vms) do bundles[#bundles + 1] = v.bundle end
+    local vols, by_vm, problems = M.images(storage, bundles)
+    local bad = {}
+    for _, p in ipairs(problems) do
+        bad[p.vm] = true
+        failed[#failed + 1] = { key = p.vm, err = p.err }
+    end
+    if #vols > 0 then
+        local bad_image = {}
+        for _, e in ipairs(storage:enable(vols)) do
+            if e.result == "failed" or e.result == "refused" then bad_image[e.image] = tostring(e.err) end
+        end
+        for key, list in pairs(by_vm) do
+            for _, vol in ipairs(list) do
+                if bad_image[vol.spec] and not bad[key] then
+                    bad[key] = true
+                    failed[#failed + 1] = { key = key, retry = true,
+                        err = "enabling mirroring of " .. vol.spec .. ": " .. bad_image[vol.spec] }
+                end
+            end
+        end
+    end
+    if next(bad) then
+        local keep = {}
+        for _, v in ipairs(rendered.vms) do
+            if not bad[v.ns .. "/" .. v.name] then keep[#keep + 1] = v end
+        end
+        rendered.vms = keep
+    end
+
+    local summary
+    local result, terr = repo.transaction(ctx, function(tx)
+        summary = { written = {}, unchanged = 0, removed = {}, kept = {} }
+        lap("transaction started")
+        if #rendered.vms > 0 then
+            local stats, werr = M.write(ctx, tx, lay, rendered)
+            lap("written")
+            if not stats then return nil, werr end
+            summary.written, summary.unchanged = stats.changed_vms, stats.unchanged
+        end
+        local entries = {}
+        for _, k in ipairs(gone) do
+            local e = M.stored_vm(tx, lay, split_key(k))
+            if e and e.err then
+                summary.kept[#summary.kept + 1] = { key = k, err = e.err }
+            elseif e then
+                -- disks first, from what Git says this VM had; a failure keeps it in Git
+                local refs = M.images(storage, { M.stored_bundle(tx, lay, e) })
+                local why
+                if #refs > 0 then
+                    for _, r in ipairs(storage:disable(refs)) do
+                        if r.result == "failed" or r.result == "refused" then
+                            why = "disabling mirroring of " .. r.image .. ": " .. tostring(r.err)
+                        end
+                    end
+                end
+                if why then
+                    summary.kept[#summary.kept + 1] = { key = k, err = why, retry = true }
+                else
+                    entries[#entries + 1] = e
+                    summary.removed[#summary.removed + 1] = k
+                end
+            end
+        end
+        if #entries > 0 then M.remove(ctx, tx, lay, entries) end
+        -- a long batch may have outlived the writer's right to write (the monitor's Lease):
+        -- asked last, right before the commit and push
+        if opts.may_commit then
+            local ok, why = opts.may_commit()
+            if not ok then return nil, why or dr.err("lost_lease", "no longer allowed to commit") end
+        end
+        local msg = opts.message and opts.message(summary)
+        if not msg then
+            local lines = {}
+            for _, k in ipairs(summary.written) do lines[#lines + 1] = k end
+            for _, k in ipairs(summary.removed) do lines[#lines + 1] = "removed " .. k end
+            msg = string.format("vmdr sync: %d VM(s) changed, %d removed\n\n%s", #summary.written,
+                #summary.removed, table.concat(lines, "\n"))
+        end
+        tx:set_message(msg)
+        return summary
+    end)
+    lap("committed")
+    if not result then return nil, terr end
+    for _, f in ipairs(summary.kept) do failed[#failed + 1] = f end
+    return { commit = result.commit, diff = result.diff, written = summary.written,
+        unchanged = summary.unchanged, removed = summary.removed, failed = failed }
 end
 
 return M

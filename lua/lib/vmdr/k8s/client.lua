@@ -1010,7 +1010,9 @@ return function(raw)
           w.retry_at = nil
           open()
         else
-          local wait = w.idle and (w.last + w.idle - now) or 0
+          -- at least 1 ms: stream:next(0) means "no time limit", and a wait that rounds
+          -- down to 0 ms would block until the server's next bytes (a BOOKMARK, a minute)
+          local wait = w.idle and math.max(0.001, w.last + w.idle - now) or 0
           local ev, err = w.stream:next(wait)
           if ev == false then
             -- no line within the idle time: the top of the loop yields IDLE

@@ -1,0 +1,75 @@
+/* vmdr.mem: the process's memory, for long-running workflows (the monitor).
+ *
+ *   mem.rss()   -> resident set size in bytes | nil, err   (from /proc/self/statm)
+ *   mem.trim()  -> true   freed heap memory given back to the system (glibc malloc_trim)
+ *               -> false  this allocator cannot (not glibc, or a sanitizer's allocator)
+ *
+ * Why: after the monitor's full converge (tens of thousands of objects decoded, rendered and
+ * written) the Lua heap is collected, but the allocator keeps the freed pages, and the
+ * steady-state RSS would stay at the converge's peak. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+#include "lutil.h"
+
+/* mem.rss() -> bytes | nil, err */
+static int mem_rss(lua_State *L)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, resident = 0;
+    if (!f)
+        return vmdr_push_fail(L, "unsupported", errno, "/proc/self/statm: %s", strerror(errno));
+    int n = fscanf(f, "%ld %ld", &size, &resident);
+    fclose(f);
+    if (n != 2)
+        return vmdr_push_fail(L, "unsupported", 0, "/proc/self/statm: unexpected content");
+    lua_pushinteger(L, (lua_Integer)resident * (lua_Integer)sysconf(_SC_PAGESIZE));
+    return 1;
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define VMDR_CAN_TRIM 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define VMDR_CAN_TRIM 0
+#endif
+#endif
+#ifndef VMDR_CAN_TRIM
+#ifdef __GLIBC__
+#define VMDR_CAN_TRIM 1
+#else
+#define VMDR_CAN_TRIM 0
+#endif
+#endif
+
+/* mem.trim() -> true | false (cannot here) */
+static int mem_trim(lua_State *L)
+{
+#if VMDR_CAN_TRIM
+    malloc_trim(0);
+#endif
+    lua_pushboolean(L, VMDR_CAN_TRIM);
+    return 1;
+}
+
+static const luaL_Reg mem_funcs[] = {
+    {"rss", mem_rss},
+    {"trim", mem_trim},
+    {NULL, NULL},
+};
+
+int luaopen_vmdr_mem(lua_State *L)
+{
+    luaL_newlib(L, mem_funcs);
+    lua_pushboolean(L, VMDR_CAN_TRIM);
+    lua_setfield(L, -2, "can_trim"); /* false in sanitizer builds: their allocator keeps pages */
+    return 1;
+}
