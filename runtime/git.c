@@ -427,6 +427,10 @@ static void new_meta(lua_State *L, const char *name, const luaL_Reg *meta,
 int luaopen_vmdr_git(lua_State *L)
 {
     git_libgit2_init(); /* the core's opens take their own references too */
+    /* libgit2 caches no tree larger than 4 KiB by default: the tree listing the
+     * namespaces of a large repository (500 entries, ~20 KiB) was read and inflated
+     * again for every path looked up under it. */
+    git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, (int)GIT_OBJECT_TREE, (size_t)4 << 20);
     new_meta(L, REPO_META, repo_meta, repo_methods);
     new_meta(L, LOCK_META, lock_meta, lock_methods);
     luaL_newlib(L, gitmod_funcs);

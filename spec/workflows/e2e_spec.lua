@@ -234,6 +234,9 @@ storage:
             parts[#parts + 1] = vms.stdout
             return table.concat(parts, "\n")
         end
+        -- rbd-mirror creates the DR copies on its own schedule: wait for them, so the
+        -- state compared below cannot change by itself
+        for _, img in pairs(images) do assert(ceph.image_when_there(b, "rbd", img)) end
         assert.equals(0, kubectl { "label", "vm", "-n", "blog", "web2", "owner=team-b" }.code)
         local before = state()
         local r = run("reconcile", "--dry-run")

@@ -111,7 +111,7 @@ M.schema = {
 local DEFAULTS = {
   label_selector = "dr.demojam.com/enabled=true",
   git = { branch = "main", root = "vms", author = { name = "vmdr", email = "vmdr@localhost" },
-    max_attempts = 8 },
+    max_attempts = 8, worktree = false },
   argocd = { namespace = "openshift-gitops", project = "default" },
   storage = {
     driver = "ceph",

@@ -365,9 +365,10 @@ end
 ---@param vm table
 ---@param pvcs table[]
 ---@param pvs table[]
+---@param opts? {hash?: boolean}  hash = false: skip the fingerprint (callers comparing bytes)
 ---@return table? bundle
 ---@return table? err
-function M.bundle(ctx, vm, pvcs, pvs)
+function M.bundle(ctx, vm, pvcs, pvs, opts)
     local dvs = M.data_volume_names(vm)
     local out = { pvcs = {}, pvs = {} }
     local parts = {}
@@ -396,7 +397,7 @@ function M.bundle(ctx, vm, pvcs, pvs)
     if not ok then return nil, err end
     ok, err = add(pvs, function(o) return M.clean_pv(ctx, o) end, out.pvs)
     if not ok then return nil, err end
-    out.hash = M.bundle_hash(parts)
+    if not (opts and opts.hash == false) then out.hash = M.bundle_hash(parts) end
     return out
 end
 

@@ -24,8 +24,10 @@ local function basename(p) return p:match("[^/]+$") end
 ---@param ctx table
 ---@param lay table vmdr.layout
 ---@param bundles table[] from vmdr.inventory
+---@param opts? {release?: boolean}  release: drop each bundle's objects once rendered
 ---@return table rendered { vms = { {ns=, name=, files={path=bytes}, hash=} }, failed = { {ns=, name=, err=} } }
-function M.render(ctx, lay, bundles)
+function M.render(ctx, lay, bundles, opts)
+    local release = opts and opts.release
     local out = { vms = {}, failed = {} }
     local progress = #bundles >= 200 and ctx.log and ctx.log.progress
     for i, b in ipairs(bundles) do
@@ -34,7 +36,8 @@ function M.render(ctx, lay, bundles)
         if #b.problems > 0 then
             fail(table.concat(b.problems, "; "))
         else
-            local enc, err = manifest.bundle(ctx, b.vm, b.pvcs, b.pvs)
+            -- the repository compares the bytes themselves: no fingerprint needed
+            local enc, err = manifest.bundle(ctx, b.vm, b.pvcs, b.pvs, { hash = false })
             if not enc then
                 fail(tostring(err))
             else
@@ -52,34 +55,44 @@ function M.render(ctx, lay, bundles)
                 if perr then
                     fail(tostring(perr))
                 else
-                    out.vms[#out.vms + 1] = { ns = b.ns, name = b.name, files = files, hash = enc.hash,
-                        bundle = b }
+                    out.vms[#out.vms + 1] = { ns = b.ns, name = b.name, files = files,
+                        bundle = not release and b or nil }
                 end
             end
+        end
+        if release then
+            -- the caller keeps only the bytes: drop this VM's objects now
+            b.vm, b.pvcs, b.pvs = nil, nil, nil
         end
     end
     return out
 end
 
 --- The files of a namespace's base directory that the VM files there refer to
---- (their claims and the claims' volumes), as a set of file names.
-local function referenced(tx, lay, ns)
+--- (their claims and the claims' volumes), as a set of file names. `known` maps the
+--- path of a VM file written in this run to the file names it uses, sparing a decode.
+local function referenced(tx, lay, ns, known)
     local dir = lay:base_dir(ns)
     local names = tx:list(dir) or {}
     local keep = {}
     for _, n in ipairs(names) do
         if n:match("^vm%-.*%.yaml$") then
             keep[n] = true
-            local vm = yaml.decode(tx:read(dir .. "/" .. n) or "")
-            if type(vm) == "table" then
-                for _, claim in ipairs(inventory.vm_claims(vm)) do
-                    local pvcp = lay:pvc(ns, claim)
-                    if pvcp then
-                        keep[basename(pvcp)] = true
-                        local pvc = yaml.decode(tx:read(pvcp) or "")
-                        local vname = type(pvc) == "table" and pvc.spec and pvc.spec.volumeName
-                        local pvp = type(vname) == "string" and lay:pv(ns, vname)
-                        if pvp then keep[basename(pvp)] = true end
+            local uses = known and known[dir .. "/" .. n]
+            if uses then
+                for f in pairs(uses) do keep[f] = true end
+            else
+                local vm = yaml.decode(tx:read(dir .. "/" .. n) or "")
+                if type(vm) == "table" then
+                    for _, claim in ipairs(inventory.vm_claims(vm)) do
+                        local pvcp = lay:pvc(ns, claim)
+                        if pvcp then
+                            keep[basename(pvcp)] = true
+                            local pvc = yaml.decode(tx:read(pvcp) or "")
+                            local vname = type(pvc) == "table" and pvc.spec and pvc.spec.volumeName
+                            local pvp = type(vname) == "string" and lay:pv(ns, vname)
+                            if pvp then keep[basename(pvp)] = true end
+                        end
                     end
                 end
             end
@@ -88,19 +101,21 @@ local function referenced(tx, lay, ns)
     return keep, names
 end
 
---- Regenerates the base and overlay kustomization.yaml of a namespace, removing
---- claim/volume files no VM refers to any more; an empty namespace loses both
---- directories (the ApplicationSet's directory generator then drops its
---- Application, whose resources are preserved: DOMAIN.md §3.5).
-local function settle_namespace(tx, lay, ns, stats)
+--- What settling a namespace takes: regenerate its base and overlay kustomization.yaml,
+--- remove claim/volume files no VM refers to any more; an empty namespace loses both
+--- directories (the ApplicationSet's directory generator then drops its Application,
+--- whose resources are preserved: DOMAIN.md §3.5). Only reads: the writes are applied
+--- after every namespace was planned, because listing a directory after a write makes
+--- the repository rebuild its whole tree (once per namespace was minutes at 10,000 VMs).
+local function plan_namespace(tx, lay, ns, known)
     local dir = lay:base_dir(ns)
-    local keep, names = referenced(tx, lay, ns)
+    local keep, names = referenced(tx, lay, ns, known)
+    local plan = { remove = {}, write = {} }
     local resources = {}
     for _, n in ipairs(names) do
         if n:match("^pvc%-.*%.yaml$") or n:match("^pv%-.*%.yaml$") then
             if not keep[n] then
-                tx:remove(dir .. "/" .. n)
-                stats.removed = stats.removed + 1
+                plan.remove[#plan.remove + 1] = dir .. "/" .. n
             else
                 resources[#resources + 1] = n
             end
@@ -113,13 +128,31 @@ local function settle_namespace(tx, lay, ns, stats)
     local has_vm = false
     for _, n in ipairs(resources) do if n:match("^vm%-") then has_vm = true end end
     if not has_vm then
-        for _, n in ipairs(resources) do tx:remove(dir .. "/" .. n) end
-        tx:remove(base_k)
-        tx:remove(over_k)
-        return
+        for _, n in ipairs(resources) do plan.remove[#plan.remove + 1] = dir .. "/" .. n end
+        plan.remove[#plan.remove + 1] = base_k
+        plan.remove[#plan.remove + 1] = over_k
+    else
+        plan.write[base_k] = kustomize.base_kustomization(resources)
+        plan.write[over_k] = assert(kustomize.overlay_kustomization(lay, ns))
     end
-    tx:write(base_k, kustomize.base_kustomization(resources))
-    tx:write(over_k, assert(kustomize.overlay_kustomization(lay, ns)))
+    return plan
+end
+
+--- Settles the namespaces (sorted names): plans them all, then writes and removes.
+local function settle_namespaces(tx, lay, nss, stats, known)
+    local plans = {}
+    for i, ns in ipairs(nss) do plans[i] = plan_namespace(tx, lay, ns, known) end
+    for _, plan in ipairs(plans) do
+        for _, path in ipairs(plan.remove) do
+            if tx:remove(path) and not path:match("kustomization%.yaml$") then
+                stats.removed = stats.removed + 1
+            end
+        end
+        local paths = {}
+        for path in pairs(plan.write) do paths[#paths + 1] = path end
+        table.sort(paths)
+        for _, path in ipairs(paths) do tx:write(path, plan.write[path]) end
+    end
 end
 
 --- Creates the repository layout where it is missing: the ApplicationSet is
@@ -196,7 +229,15 @@ function M.write(ctx, tx, lay, rendered)
     local nss = {}
     for ns in pairs(dirty) do nss[#nss + 1] = ns end
     table.sort(nss)
-    for _, ns in ipairs(nss) do settle_namespace(tx, lay, ns, stats) end
+    local known = {}
+    for _, v in ipairs(rendered.vms) do
+        if dirty[v.ns] then
+            local uses = {}
+            for p in pairs(v.files) do uses[basename(p)] = true end
+            known[lay:vm(v.ns, v.name)] = uses
+        end
+    end
+    settle_namespaces(tx, lay, nss, stats, known)
     stats.namespaces = #nss
     return stats
 end
@@ -297,7 +338,7 @@ function M.remove(ctx, tx, lay, entries)
     local nss = {}
     for ns in pairs(dirty) do nss[#nss + 1] = ns end
     table.sort(nss)
-    for _, ns in ipairs(nss) do settle_namespace(tx, lay, ns, stats) end
+    settle_namespaces(tx, lay, nss, stats)
     return stats
 end
 
