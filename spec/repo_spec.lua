@@ -73,7 +73,7 @@ describe("vmdr.repo.transaction", function()
     local args = { worker, "-v",
       "-e", "git.url=" .. gitsrv.urls(S, name)[transport],
       "-e", "git.workdir=" .. workdir,
-      "-e", "git.max_attempts=60", "-e", "git.backoff=0.02",
+      "-e", "git.max_attempts=60", "-e", "git.backoff=0.02", "-e", "git.worktree=true",
       "-e", "git.author.name=worker", "-e", "git.author.email=w@vmdr" }
     if transport == "http" or transport == "https" then
       args[#args + 1] = "-e"; args[#args + 1] = "git.token_env=VMDR_TEST_GIT_TOKEN"
