@@ -10,39 +10,7 @@ local sim = require "support.sim"
 local mon = require "support.monitor"
 local json = require "vmdr.json"
 local t = require "vmdr.time"
-
-local function pvc_pv_yaml(ns, claim, pv, image)
-    return string.format([[
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: %s
-  namespace: %s
-spec:
-  accessModes: [ReadWriteMany]
-  resources: {requests: {storage: 8Mi}}
-  storageClassName: ocs-storagecluster-ceph-rbd
-  volumeMode: Block
-  volumeName: %s
-status: {phase: Bound}
----
-apiVersion: v1
-kind: PersistentVolume
-metadata:
-  name: %s
-spec:
-  accessModes: [ReadWriteMany]
-  capacity: {storage: 8Mi}
-  claimRef: {apiVersion: v1, kind: PersistentVolumeClaim, name: %s, namespace: %s}
-  csi:
-    driver: openshift-storage.rbd.csi.ceph.com
-    volumeHandle: 0001-0011-openshift-storage-0000000000000001-%s
-    volumeAttributes: {clusterID: openshift-storage, pool: rbd, imageName: %s}
-  persistentVolumeReclaimPolicy: Delete
-  storageClassName: ocs-storagecluster-ceph-rbd
-  volumeMode: Block
-]], claim, ns, pv, pv, claim, ns, "8d74fb16-d233-49ea-8826-000000000001", image)
-end
+local pvc_pv_yaml = require("support.objects").pvc_pv_yaml
 
 describe("status on the Ceph pair", function()
     local s, env, a, img, cfg_extra
