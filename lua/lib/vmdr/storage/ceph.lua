@@ -286,7 +286,7 @@ function Driver:disable(vols, opts)
   local site = opts.site or "source"
   local peer, perr = self:cluster(other(site))
   local report = {}
-  local todo, idx = {}, {}
+  local allowed, idx = {}, {}
   local peer_status = peer and select(1, peer:batch("status", specs_of(vols),
     { parallel = self.parallel })) or nil
   for i, v in ipairs(vols) do
@@ -306,14 +306,14 @@ function Driver:disable(vols, opts)
       e.err = mkerr(ps.err.code, "cannot check %s on the %s site (%s): not disabling", v.spec,
         other(site), ps.err.message)
     else
-      todo[#todo + 1] = v
-      idx[#todo] = i
+      allowed[#allowed + 1] = v
+      idx[#allowed] = i
     end
     report[i] = e
   end
-  if #todo > 0 then
-    local sub = self.dry_run and dry(self, todo, site, "disable mirroring")
-      or self:_batch("disable", todo, site, { force = opts.force and true or false })
+  if #allowed > 0 then
+    local sub = self.dry_run and dry(self, allowed, site, "disable mirroring")
+      or self:_batch("disable", allowed, site, { force = opts.force and true or false })
     for k, e in ipairs(sub) do report[idx[k]] = e end
   end
   for _, e in ipairs(report) do
