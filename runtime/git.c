@@ -413,17 +413,6 @@ static const luaL_Reg gitmod_funcs[] = {
     {"open", gitmod_open}, {"clone", gitmod_clone}, {"lock", gitmod_lock},
     {"check_path", gitmod_check_path}, {"features", gitmod_features}, {NULL, NULL}};
 
-static void new_meta(lua_State *L, const char *name, const luaL_Reg *meta,
-                     const luaL_Reg *methods)
-{
-    luaL_newmetatable(L, name); /* stack: mt */
-    luaL_setfuncs(L, meta, 0);
-    lua_newtable(L); /* stack: mt methods */
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-}
-
 int luaopen_vmdr_git(lua_State *L)
 {
     git_libgit2_init(); /* the core's opens take their own references too */
@@ -431,8 +420,8 @@ int luaopen_vmdr_git(lua_State *L)
      * namespaces of a large repository (500 entries, ~20 KiB) was read and inflated
      * again for every path looked up under it. */
     git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, (int)GIT_OBJECT_TREE, (size_t)4 << 20);
-    new_meta(L, REPO_META, repo_meta, repo_methods);
-    new_meta(L, LOCK_META, lock_meta, lock_methods);
+    vmdr_new_class(L, REPO_META, repo_meta, repo_methods);
+    vmdr_new_class(L, LOCK_META, lock_meta, lock_methods);
     luaL_newlib(L, gitmod_funcs);
     return 1;
 }

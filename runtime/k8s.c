@@ -625,20 +625,10 @@ static const luaL_Reg k8s_funcs[] = {{"connect", k8s_connect},
                                      {"error", k8s_error},
                                      {NULL, NULL}};
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
-{
-    luaL_newmetatable(L, name);
-    luaL_setfuncs(L, meta, 0);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-}
-
 int luaopen_vmdr_k8s(lua_State *L)
 {
-    new_class(L, CONN_META, conn_meta, conn_methods);
-    new_class(L, STREAM_META, stream_meta, stream_methods);
+    vmdr_new_class(L, CONN_META, conn_meta, conn_methods);
+    vmdr_new_class(L, STREAM_META, stream_meta, stream_methods);
     /* The public module is the Lua layer, built on these primitives. */
     lua_getglobal(L, "require");
     lua_pushliteral(L, "vmdr.k8s.client");

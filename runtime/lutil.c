@@ -32,6 +32,16 @@ static int err_tostring(lua_State *L)
     return 1;
 }
 
+void vmdr_new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
+{
+    luaL_newmetatable(L, name); /* stack: mt */
+    luaL_setfuncs(L, meta, 0);
+    lua_newtable(L); /* stack: mt methods */
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}
+
 void vmdr_push_errtable(lua_State *L, const char *code, const char *message, int status)
 {
     luaL_checkstack(L, 4, NULL);

@@ -10,6 +10,10 @@
 
 #define VMDR_ERR_META "vmdr.err"
 
+/* Registers a handle type: metatable `name` with the metamethods `meta` and an
+ * __index table of `methods` (its __name is `name`, as argument errors show). */
+void vmdr_new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
+
 /* Pushes the DESIGN error table {code=, message=, status=} with its __tostring. */
 void vmdr_push_errtable(lua_State *L, const char *code, const char *message, int status);
 /* Pushes nil, err and returns 2: the "expected failure" return of every binding. */

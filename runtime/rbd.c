@@ -943,21 +943,10 @@ static const luaL_Reg image_meta[] = {{"__gc", image_gc},
                                       {"__index", NULL},
                                       {NULL, NULL}};
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *meta,
-                      const luaL_Reg *methods)
-{
-    luaL_newmetatable(L, name); /* stack: mt */
-    luaL_setfuncs(L, meta, 0);
-    lua_newtable(L); /* stack: mt methods */
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-}
-
 int luaopen_vmdr_rbd(lua_State *L)
 {
-    new_class(L, CLUSTER_META, cluster_meta, cluster_methods);
-    new_class(L, IMAGE_META, image_meta, image_methods);
+    vmdr_new_class(L, CLUSTER_META, cluster_meta, cluster_methods);
+    vmdr_new_class(L, IMAGE_META, image_meta, image_methods);
     luaL_newmetatable(L, BATCH_META);
     lua_pushcfunction(L, batch_gc);
     lua_setfield(L, -2, "__gc");
