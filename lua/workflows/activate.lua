@@ -16,6 +16,7 @@ local selector = require "vmdr.selector"
 
 local action = ctx.action or "activate"
 config.require_keys(ctx.config, { "cluster_name", "git.url", "git.workdir" }, action)
+dr.check_git(ctx)
 local lay = dr.layout(ctx)
 local sel, sel_text = dr.vm_selector(ctx)
 if not sel then config.error("%s needs a vm_selector (all=true is not a group)", action) end

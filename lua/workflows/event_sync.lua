@@ -19,6 +19,7 @@ local sync = require "vmdr.sync"
 local log = ctx.log
 config.require_keys(ctx.config, { "cluster_name", "git.url", "git.workdir", "namespace", "name" },
     "event_sync")
+dr.check_git(ctx)
 local ns, name = ctx.config.namespace, ctx.config.name
 if not layout.is_dns_label(ns) or not layout.is_dns_subdomain(name) then
     config.error("namespace/name %q/%q are not Kubernetes names", tostring(ns), tostring(name))

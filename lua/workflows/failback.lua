@@ -25,6 +25,7 @@ local selector = require "vmdr.selector"
 
 local log = ctx.log
 config.require_keys(ctx.config, { "cluster_name", "git.url", "git.workdir" }, "failback")
+dr.check_git(ctx)
 dr.hooks(ctx)
 local fcfg = ctx.config.failback or {}
 local sync_timeout = tonumber(fcfg.sync_timeout) or 600

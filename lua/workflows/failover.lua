@@ -18,6 +18,7 @@ local selector = require "vmdr.selector"
 
 local log = ctx.log
 config.require_keys(ctx.config, { "cluster_name", "git.url", "git.workdir" }, "failover")
+dr.check_git(ctx)
 dr.hooks(ctx)
 local force = ctx.config.force == true
 

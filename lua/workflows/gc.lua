@@ -22,6 +22,7 @@ local sync = require "vmdr.sync"
 
 local log = ctx.log
 config.require_keys(ctx.config, { "cluster_name", "git.url", "git.workdir" }, "gc")
+dr.check_git(ctx)
 dr.hooks(ctx)
 local lay = dr.layout(ctx)
 local force = ctx.config.force == true or (ctx.config.gc and ctx.config.gc.force == true)

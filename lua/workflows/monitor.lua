@@ -32,6 +32,7 @@ local time = require "vmdr.time"
 
 local log = ctx.log
 config.require_keys(ctx.config, { "cluster_name", "git.url", "git.workdir" }, "monitor")
+dr.check_git(ctx)
 local mc = ctx.config.monitor or {}
 local debounce <const> = tonumber(mc.debounce) or 10
 local resync_interval <const> = tonumber(mc.resync_interval) or 3600

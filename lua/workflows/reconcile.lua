@@ -27,6 +27,7 @@ local t0 = time.monotonic()
 -- (docs/BENCHMARKS.md).
 collectgarbage("incremental", 170, 200)
 config.require_keys(ctx.config, { "cluster_name", "git.url", "git.workdir" }, "reconcile")
+dr.check_git(ctx)
 dr.hooks(ctx)
 local lay = dr.layout(ctx)
 local only_ns = ctx.config.namespace

@@ -20,6 +20,7 @@ local selector = require "vmdr.selector"
 
 local log = ctx.log
 config.require_keys(ctx.config, { "cluster_name", "git.url", "git.workdir" }, "relocate")
+dr.check_git(ctx)
 dr.hooks(ctx)
 local rcfg = ctx.config.relocate or {}
 local stop_timeout = tonumber(rcfg.stop_timeout) or 300

@@ -24,6 +24,7 @@ local sync = require "vmdr.sync"
 
 local log = ctx.log
 config.require_keys(ctx.config, { "cluster_name", "git.url", "git.workdir" }, "status")
+dr.check_git(ctx)
 dr.hooks(ctx)
 local lay = dr.layout(ctx)
 local max_rpo = tonumber(ctx.config.status and ctx.config.status.max_rpo) or 3600

@@ -92,6 +92,15 @@ M.schema = {
   ["storage.ceph.timeout"] = { type = "number", min = 0 },
   ["storage.ceph.peer_timeout"] = { type = "number", min = 0 },
   ["storage.exec"] = { type = "map" },
+  ["storage.exec.enable"] = { type = "list", doc = "argv run once per image (exec driver)" },
+  ["storage.exec.disable"] = { type = "list" },
+  ["storage.exec.promote"] = { type = "list" },
+  ["storage.exec.demote"] = { type = "list" },
+  ["storage.exec.resync"] = { type = "list" },
+  ["storage.exec.snapshot"] = { type = "list" },
+  ["storage.exec.wait_synced"] = { type = "list" },
+  ["storage.exec.status"] = { type = "list" },
+  ["storage.exec.timeout"] = { type = "number", min = 0, doc = "seconds per command" },
   monitor = { type = "map" },
   ["monitor.debounce"] = { type = "number", min = 0, max = 86400,
     doc = "quiet period (seconds) after a VM's last event before it is synced" },
@@ -369,14 +378,17 @@ end
 
 local function read_secret_file(path, key)
   local f, err = io.open(path, "rb")
-  if not f then
+  local v
+  -- io.open succeeds on a directory; only the read fails (EISDIR)
+  if f then v, err = f:read("a"); f:close() end
+  if not v then
     return nil, setmetatable({ code = "config",
-      message = string.format("%s: cannot read secret file: %s", key, err) }, err_mt)
+      message = string.format("%s: cannot read secret file: %s", key,
+        f and (path .. ": " .. tostring(err)) or err) }, err_mt)
   end
-  local v = f:read("a"):gsub("%s+$", "")
-  f:close()
-  return v
+  return (v:gsub("%s+$", ""))
 end
+M.read_secret_file = read_secret_file
 
 --- The secret behind a setting: for key "git.token", the environment variable named
 --- by git.token_env, else the contents of the file named by git.token_file (trailing

@@ -38,6 +38,16 @@ function M.hooks(ctx)
     return hooks
 end
 
+--- Checks, before a workflow does anything, that the Git settings are usable: the
+--- secrets they name (token, passphrase: environment variable or file) and the files
+--- (ssh_key, ssh_pubkey, known_hosts, ca_file) can be read. Raises a config error
+--- naming the key (vmdr-run exits 2), instead of a late failure after the API was read.
+---@param ctx table
+function M.check_git(ctx)
+    local _, err = require("vmdr.repo").git_options(ctx.config)
+    if err then config.error("%s", err.message) end
+end
+
 --- The manifests-repository layout for this DR cluster.
 ---@param ctx table
 ---@return table layout
@@ -61,7 +71,14 @@ function M.client(ctx, site)
     local k8s = require "vmdr.k8s"
     local sec = ctx.config[site] or {}
     local c, err = k8s.client { kubeconfig = sec.kubeconfig, context = sec.context }
-    if not c then return nil, err end
+    if not c then
+        -- a kubeconfig that cannot be read or used is the configuration's fault: exit 2
+        if type(err) == "table" and err.code == "config" then
+            config.error("%s%s: %s", site, sec.kubeconfig and ".kubeconfig" or "",
+                tostring(err.message))
+        end
+        return nil, err
+    end
     ctx.clients[site] = c
     return c
 end

@@ -10,6 +10,7 @@
 ---
 --- Dry run (ctx.dry_run): the same up to the commit; the diff is printed and
 --- returned, nothing is committed or pushed, and the clone is reset.
+local config = require "vmdr.config"
 local git = require "vmdr.git"
 local time = require "vmdr.time"
 
@@ -23,14 +24,6 @@ local function mkerr(code, fmt, ...)
   return setmetatable({ code = code, message = string.format(fmt, ...), status = 0 }, err_mt)
 end
 
-local function read_secret_file(path)
-  local f, ferr = io.open(path, "r")
-  if not f then return nil, mkerr("config", "cannot read secret file: %s", ferr) end
-  local s = f:read("a"):gsub("%s+$", "")
-  f:close()
-  return s
-end
-
 local function secret_from(g, env_key, file_key, what)
   if g[env_key] then
     local v = os.getenv(g[env_key])
@@ -40,8 +33,26 @@ local function secret_from(g, env_key, file_key, what)
     end
     return v
   end
-  if g[file_key] then return read_secret_file(g[file_key]) end
+  if g[file_key] then
+    local v, err = config.read_secret_file(g[file_key], "git." .. file_key)
+    if not v then return nil, err end
+    if v == "" then return nil, mkerr("config", "git.%s: %s is empty", file_key, g[file_key]) end
+    return v
+  end
   return nil
+end
+
+-- Files the git settings name that must be readable before anything is done: a key or
+-- CA file that cannot be read would otherwise surface late, as an "auth" failure.
+local GIT_FILES = { "ssh_key", "ssh_pubkey", "known_hosts", "ca_file" }
+
+local function readable(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local ok, rerr = f:read(0)
+  f:close()
+  if ok == nil and rerr then return nil, path .. ": " .. tostring(rerr) end
+  return true
 end
 
 --- The vmdr.git options for ctx.config.git: URL, branch, and the credentials read from
@@ -61,6 +72,13 @@ function M.git_options(config)
   if terr then return nil, terr end
   local pass, perr = secret_from(g, "ssh_passphrase_env", "ssh_passphrase_file", "ssh passphrase")
   if perr then return nil, perr end
+  for _, k in ipairs(GIT_FILES) do
+    local path = g[k]
+    if type(path) == "string" and path ~= "" then
+      local ok, rerr = readable(path)
+      if not ok then return nil, mkerr("config", "git.%s: cannot read %s", k, tostring(rerr)) end
+    end
+  end
   local accept = g.accept_unknown_host_key
   if type(accept) == "string" then accept = accept == "true" end
   local worktree = g.worktree
