@@ -86,8 +86,10 @@ local result, terr = repo.transaction(ctx, function(tx)
     -- disks first: a failure keeps the VM in Git, so the next run retries
     local keep = {}
     local to_remove = {}
+    -- a disk another VM still uses (a shared RWX claim) keeps its mirroring
+    local in_use = #orphans > 0 and sync.images_in_use(storage, tx, lay, orphans) or {}
     for _, e in ipairs(orphans) do
-        local refs = sync.images(storage, { sync.stored_bundle(tx, lay, e) })
+        local refs = sync.images_to_disable(ctx, storage, tx, lay, e, in_use)
         local ok, why = true, nil
         if #refs > 0 then
             for _, r in ipairs(storage:disable(refs)) do

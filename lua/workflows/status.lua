@@ -40,7 +40,7 @@ local group = {}
 for _, e in ipairs(sync.stored_vms(snap, lay)) do
     if e.err then
         log.error("unreadable VM file skipped", { file = e.path, reason = e.err })
-    elseif not sel or selector.match(sel, e.vm.metadata.labels or {}) then
+    elseif not sel or selector.match(sel, dr.labels(e.vm)) then
         group[#group + 1] = sync.stored_bundle(snap, lay, e)
     end
 end

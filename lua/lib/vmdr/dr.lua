@@ -138,7 +138,7 @@ function M.group(ctx)
     for _, e in ipairs(sync.stored_vms(snap, lay)) do
         if e.err then
             g.unreadable[#g.unreadable + 1] = e
-        elseif not sel or selector.match(sel, e.vm.metadata.labels or {}) then
+        elseif not sel or selector.match(sel, M.labels(e.vm)) then
             g.bundles[#g.bundles + 1] = sync.stored_bundle(snap, lay, e)
         end
     end
@@ -165,11 +165,19 @@ function M.failed(e)
     return e == nil or e.result == "failed" or e.result == "refused"
 end
 
+--- An object's labels as a table ({} when missing or, in a hand-edited file, not a map).
+---@param obj table
+---@return table labels
+function M.labels(obj)
+    local md = type(obj) == "table" and obj.metadata
+    local labels = type(md) == "table" and md.labels
+    return type(labels) == "table" and labels or {}
+end
+
 --- Whether a VM object matches the DR label selector of the configuration.
 function M.is_protected(ctx, vm)
     ctx._dr_sel = ctx._dr_sel or assert(selector.parse(ctx.config.label_selector))
-    local labels = vm.metadata and vm.metadata.labels or {}
-    return selector.match(ctx._dr_sel, labels)
+    return selector.match(ctx._dr_sel, M.labels(vm))
 end
 
 return M

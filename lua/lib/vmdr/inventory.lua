@@ -19,9 +19,11 @@ end
 ---@return string[]
 function M.vm_claims(vm)
     local seen = {}
-    local spec = vm.spec or {}
-    local tspec = spec.template and spec.template.spec or {}
-    for _, v in ipairs(tspec.volumes or {}) do
+    -- the object may come from a hand-edited file: any level may be of any type
+    local function tab(v) return type(v) == "table" and v or {} end
+    local spec = tab(tab(vm).spec)
+    local tspec = tab(tab(spec.template).spec)
+    for _, v in ipairs(tab(tspec.volumes)) do
         if type(v) == "table" then
             if type(v.persistentVolumeClaim) == "table" and v.persistentVolumeClaim.claimName then
                 seen[v.persistentVolumeClaim.claimName] = true
@@ -30,8 +32,10 @@ function M.vm_claims(vm)
             end
         end
     end
-    for _, t in ipairs(spec.dataVolumeTemplates or {}) do
-        if type(t) == "table" and t.metadata and t.metadata.name then seen[t.metadata.name] = true end
+    for _, t in ipairs(tab(spec.dataVolumeTemplates)) do
+        if type(t) == "table" and type(t.metadata) == "table" and t.metadata.name then
+            seen[t.metadata.name] = true
+        end
     end
     local out = {}
     for _, k in ipairs(sorted_keys(seen)) do

@@ -83,13 +83,22 @@ local function referenced(tx, lay, ns, known)
                 for f in pairs(uses) do keep[f] = true end
             else
                 local vm = yaml.decode(tx:read(dir .. "/" .. n) or "")
-                if type(vm) == "table" then
+                if type(vm) ~= "table" then
+                    -- a VM file that does not parse (a hand edit) may use any claim here:
+                    -- keep them all rather than delete a disk definition it needs
+                    for _, m in ipairs(names) do
+                        if m:match("^pvc%-.*%.yaml$") or m:match("^pv%-.*%.yaml$") then
+                            keep[m] = true
+                        end
+                    end
+                else
                     for _, claim in ipairs(inventory.vm_claims(vm)) do
                         local pvcp = lay:pvc(ns, claim)
                         if pvcp then
                             keep[basename(pvcp)] = true
                             local pvc = yaml.decode(tx:read(pvcp) or "")
-                            local vname = type(pvc) == "table" and pvc.spec and pvc.spec.volumeName
+                            local vname = type(pvc) == "table" and type(pvc.spec) == "table"
+                                and pvc.spec.volumeName
                             local pvp = type(vname) == "string" and lay:pv(ns, vname)
                             if pvp then keep[basename(pvp)] = true end
                         end
@@ -242,6 +251,24 @@ function M.write(ctx, tx, lay, rendered)
     return stats
 end
 
+-- Sets entry.vm to the decoded VM file, or entry.err to why it cannot be used: it does
+-- not parse, is not a VirtualMachine mapping, or names another VM than its file name.
+local function check_stored(e, vm, derr)
+    local md = type(vm) == "table" and vm.metadata
+    if type(vm) ~= "table" then
+        e.err = string.format("cannot parse %s: %s", e.path,
+            derr and tostring(derr) or ("not a YAML mapping but a " .. type(vm)))
+    elseif type(md) ~= "table" or md.name ~= e.name or md.namespace ~= e.ns then
+        e.err = string.format("%s holds VirtualMachine %s/%s, not %s/%s", e.path,
+            string.format("%q", tostring(type(md) == "table" and md.namespace or nil)),
+            string.format("%q", tostring(type(md) == "table" and md.name or nil)), e.ns, e.name)
+    elseif vm.kind ~= nil and vm.kind ~= "VirtualMachine" then
+        e.err = string.format("%s holds a %s, not a VirtualMachine", e.path, tostring(vm.kind))
+    else
+        e.vm = vm
+    end
+end
+
 --- The VMs stored in the repository: { {ns=, name=, path=, vm=obj|nil, err=} },
 --- sorted. A file whose content does not parse, or names another VM than its file
 --- name says, is reported with err (never treated as absent or as an orphan).
@@ -260,15 +287,7 @@ function M.stored_vms(tx, lay, opts)
                         local e = { ns = ns, name = name, path = dir .. "/" .. n }
                         local bytes = tx:read(e.path)
                         local vm, derr = yaml.decode(bytes or "")
-                        if type(vm) ~= "table" then
-                            e.err = "cannot parse " .. e.path .. ": " .. tostring(derr)
-                        elseif not vm.metadata or vm.metadata.name ~= name or vm.metadata.namespace ~= ns then
-                            e.err = string.format("%s holds VirtualMachine %s/%s, not %s/%s", e.path,
-                                tostring(vm.metadata and vm.metadata.namespace),
-                                tostring(vm.metadata and vm.metadata.name), ns, name)
-                        else
-                            e.vm = vm
-                        end
+                        check_stored(e, vm, derr)
                         out[#out + 1] = e
                     end
                 end
@@ -290,16 +309,7 @@ function M.stored_vm(tx, lay, ns, name)
     local bytes = tx:read(path)
     if bytes == nil then return nil end
     local e = { ns = ns, name = name, path = path }
-    local vm, derr = yaml.decode(bytes)
-    if type(vm) ~= "table" then
-        e.err = "cannot parse " .. path .. ": " .. tostring(derr)
-    elseif not vm.metadata or vm.metadata.name ~= name or vm.metadata.namespace ~= ns then
-        e.err = string.format("%s holds VirtualMachine %s/%s, not %s/%s", path,
-            tostring(vm.metadata and vm.metadata.namespace), tostring(vm.metadata and vm.metadata.name),
-            ns, name)
-    else
-        e.vm = vm
-    end
+    check_stored(e, yaml.decode(bytes))
     return e
 end
 
@@ -312,7 +322,7 @@ function M.stored_bundle(tx, lay, entry)
         local pvc = p and yaml.decode(tx:read(p) or "")
         if type(pvc) == "table" then
             b.pvcs[#b.pvcs + 1] = pvc
-            local vname = pvc.spec and pvc.spec.volumeName
+            local vname = type(pvc.spec) == "table" and pvc.spec.volumeName
             local pp = type(vname) == "string" and lay:pv(entry.ns, vname)
             local pv = pp and yaml.decode(tx:read(pp) or "")
             if type(pv) == "table" then
@@ -364,6 +374,63 @@ function M.images(driver, bundles)
         end
     end
     return vols, by_vm, problems
+end
+
+--- The images still used by stored VMs once `entries` (from stored_vms) are gone: image
+--- spec -> the VM (or unreadable file) using it. A disk shared by two VMs (one RWX claim,
+--- e.g. a cluster's quorum disk) must keep its mirroring when one of the VMs leaves: a
+--- disable deletes the DR copy. Only the namespaces of `entries` are read (a claim, and so
+--- its volume, belongs to one namespace); a VM file there that cannot be read counts as
+--- using every volume of its namespace.
+---@return table<string,string> used
+function M.images_in_use(driver, tx, lay, entries)
+    local leaving, nss = {}, {}
+    for _, e in ipairs(entries) do
+        leaving[e.path] = true
+        nss[e.ns] = true
+    end
+    local used = {}
+    local function use(pv, by)
+        local vol = type(pv) == "table" and driver:volume(pv)
+        if vol and not used[vol.spec] then used[vol.spec] = by end
+    end
+    for ns in pairs(nss) do
+        for _, e in ipairs(M.stored_vms(tx, lay, { namespace = ns })) do
+            if not leaving[e.path] then
+                if e.vm then
+                    for _, pv in ipairs(M.stored_bundle(tx, lay, e).pvs) do
+                        use(pv, e.ns .. "/" .. e.name)
+                    end
+                else
+                    local dir = lay:base_dir(ns)
+                    for _, n in ipairs(tx:list(dir) or {}) do
+                        if n:match("^pv%-.*%.yaml$") then
+                            use(yaml.decode(tx:read(dir .. "/" .. n) or ""), e.path)
+                        end
+                    end
+                end
+            end
+        end
+    end
+    return used
+end
+
+--- The volumes of one stored VM whose mirroring may be disabled: those no other stored
+--- VM uses (see images_in_use); the others are logged and left alone.
+---@return table[] vols
+function M.images_to_disable(ctx, driver, tx, lay, entry, in_use)
+    local out = {}
+    for _, vol in ipairs((M.images(driver, { M.stored_bundle(tx, lay, entry) }))) do
+        if in_use[vol.spec] then
+            if ctx.log then
+                ctx.log.info("mirroring kept: the image is used by another VM", { image = vol.spec,
+                    vm = entry.ns .. "/" .. entry.name, used_by = in_use[vol.spec] })
+            end
+        else
+            out[#out + 1] = vol
+        end
+    end
+    return out
 end
 
 -- Above this many VMs (or volumes), one list call beats a GET each.
@@ -553,28 +620,33 @@ function M.export_vms(ctx, client, keys, opts)
             if not stats then return nil, werr end
             summary.written, summary.unchanged = stats.changed_vms, stats.unchanged
         end
-        local entries = {}
+        local entries, leaving = {}, {}
         for _, k in ipairs(gone) do
             local e = M.stored_vm(tx, lay, split_key(k))
             if e and e.err then
                 summary.kept[#summary.kept + 1] = { key = k, err = e.err }
             elseif e then
-                -- disks first, from what Git says this VM had; a failure keeps it in Git
-                local refs = M.images(storage, { M.stored_bundle(tx, lay, e) })
-                local why
-                if #refs > 0 then
-                    for _, r in ipairs(storage:disable(refs)) do
-                        if r.result == "failed" or r.result == "refused" then
-                            why = "disabling mirroring of " .. r.image .. ": " .. tostring(r.err)
-                        end
+                leaving[#leaving + 1] = e
+            end
+        end
+        local in_use = #leaving > 0 and M.images_in_use(storage, tx, lay, leaving) or {}
+        for _, e in ipairs(leaving) do
+            local k = e.ns .. "/" .. e.name
+            -- disks first, from what Git says this VM had; a failure keeps it in Git
+            local refs = M.images_to_disable(ctx, storage, tx, lay, e, in_use)
+            local why
+            if #refs > 0 then
+                for _, r in ipairs(storage:disable(refs)) do
+                    if r.result == "failed" or r.result == "refused" then
+                        why = "disabling mirroring of " .. r.image .. ": " .. tostring(r.err)
                     end
                 end
-                if why then
-                    summary.kept[#summary.kept + 1] = { key = k, err = why, retry = true }
-                else
-                    entries[#entries + 1] = e
-                    summary.removed[#summary.removed + 1] = k
-                end
+            end
+            if why then
+                summary.kept[#summary.kept + 1] = { key = k, err = why, retry = true }
+            else
+                entries[#entries + 1] = e
+                summary.removed[#summary.removed + 1] = k
             end
         end
         if #entries > 0 then M.remove(ctx, tx, lay, entries) end
