@@ -43,10 +43,26 @@ function M.is_dns_subdomain(s)
     return true
 end
 
+-- A name from the API for a message: quoted, with control characters and non-ASCII
+-- bytes spelled out, so a look-alike ("gооd" in Cyrillic) or a terminal escape shows
+-- for what it is instead of passing for a valid name.
+local function show(s)
+    s = tostring(s)
+    return '"' .. s:gsub('[%c"\\\128-\255]', function(c)
+        if c == '"' or c == "\\" then return "\\" .. c end
+        return string.format("\\x%02x", c:byte())
+    end) .. '"' .. (s:find("[\128-\255]") and " (non-ASCII characters)" or "")
+end
+M.show = show
+
+-- Longest file name Linux file systems take (NAME_MAX): a longer vm-/pvc-/pv- file
+-- would make every checkout of the repository fail (Argo CD's included).
+local NAME_MAX <const> = 255
+
 local function check_ns(ns)
     if not M.is_dns_label(ns) then
-        return invalid("namespace %q is not a DNS-1123 label (lower-case a-z, 0-9 and '-',"
-            .. " at most 63 characters): refusing to use it in a path", tostring(ns))
+        return invalid("namespace %s is not a DNS-1123 label (lower-case a-z, 0-9 and '-',"
+            .. " at most 63 characters): refusing to use it in a path", show(ns))
     end
     if M.RESERVED_NAMESPACES[ns] then
         return invalid("namespace %q collides with the overlay directory of the same name", ns)
@@ -56,8 +72,8 @@ end
 
 local function check_name(what, name)
     if not M.is_dns_subdomain(name) then
-        return invalid("%s name %q is not a DNS-1123 subdomain (lower-case a-z, 0-9, '-' and"
-            .. " '.', at most 253 characters): refusing to use it in a path", what, tostring(name))
+        return invalid("%s name %s is not a DNS-1123 subdomain (lower-case a-z, 0-9, '-' and"
+            .. " '.', at most 253 characters): refusing to use it in a path", what, show(name))
     end
     return name
 end
@@ -155,7 +171,13 @@ local function object_path(self, prefix, what, ns, name)
     local ok
     ok, err = check_name(what, name)
     if not ok then return nil, err end
-    return d .. "/" .. prefix .. name .. ".yaml"
+    local file = prefix .. name .. ".yaml"
+    if #file > NAME_MAX then
+        return invalid("%s name %s is %d characters long: its file %s... would exceed the %d"
+            .. " bytes a file name may have (no checkout of the repository could hold it)",
+            what, show(name), #name, file:sub(1, 40), NAME_MAX)
+    end
+    return d .. "/" .. file
 end
 
 --- Path of a VirtualMachine manifest.
