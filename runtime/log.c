@@ -73,14 +73,47 @@ static void add_json_string(luaL_Buffer *b, const char *s, size_t n)
     luaL_addchar(b, '"');
 }
 
-/* Text values with spaces or quotes are quoted, logfmt style. */
+/* Whether s holds a control character (C0 or DEL) other than those in allowed. */
+static int has_control(const char *s, size_t n, const char *allowed)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 || c == 0x7f) && (c == 0 || strchr(allowed, c) == NULL))
+            return 1;
+    }
+    return 0;
+}
+
+/* Text values with spaces, quotes or control characters are quoted and escaped, logfmt
+ * style: a value from the API (a VM name, a server's message) can then neither move the
+ * cursor with a terminal escape nor start a forged line with \r. */
 static void add_text_value(luaL_Buffer *b, const char *s, size_t n)
 {
-    if (n > 0 && strcspn(s, " \t\n\"=") == n) {
+    if (n > 0 && strcspn(s, " \t\n\"=") == n && !has_control(s, n, "")) {
         luaL_addlstring(b, s, n);
         return;
     }
     add_json_string(b, s, n);
+}
+
+/* A text-format message: line breaks and tabs stay (multi-line server messages read
+ * better), every other control character is escaped as \u00XX. */
+static void add_text_message(luaL_Buffer *b, const char *s, size_t n)
+{
+    if (!has_control(s, n, "\n\t")) {
+        luaL_addlstring(b, s, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 || c == 0x7f) && c != '\n' && c != '\t') {
+            char esc[8];
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            luaL_addstring(b, esc);
+        } else {
+            luaL_addchar(b, (char)c);
+        }
+    }
 }
 
 /* Pushes the string form of value at idx (a field value). */
@@ -132,7 +165,7 @@ static void emit(lua_State *L, log_ctx *c, int level, int msg_idx, int fields_id
         if (c->color)
             luaL_addstring(&b, "\033[0m");
         luaL_addchar(&b, ' ');
-        luaL_addlstring(&b, msg, ml);
+        add_text_message(&b, msg, ml);
     }
     (void)msgv;
     if (fields_idx && lua_istable(L, fields_idx)) {
