@@ -56,7 +56,7 @@ local nvms = #bundles
 local storage
 storage, err = dr.storage(ctx)
 if not storage then return nil, "storage: " .. tostring(err) end
-local _, by_vm, problems = sync.images(storage, bundles)
+local _, by_vm, problems, unprotected = sync.images(storage, bundles)
 
 local rendered = sync.render(ctx, lay, bundles, { release = true })
 bundles = nil
@@ -75,6 +75,9 @@ end
 for _, p in ipairs(problems) do
     log.error("disk not protected", { vm = p.vm, reason = p.err })
 end
+local exported = {}
+for _, v in ipairs(rendered.vms) do exported[v.ns .. "/" .. v.name] = true end
+sync.warn_unprotected(ctx, unprotected, exported)
 local images = { enabled = 0, already = 0, failed = 0 }
 if #vols > 0 then
     for _, e in ipairs(storage:enable(vols)) do

@@ -353,10 +353,11 @@ function M.remove(ctx, tx, lay, entries)
 end
 
 --- The volumes (storage driver `volume(pv)`) of bundles: vols (unique by image),
---- by_vm { ["ns/name"] = {vol...} }, problems { {vm=, err=} }. A PV the driver does
---- not protect (err.code "not_rbd") is not a problem: it is simply not replicated.
+--- by_vm { ["ns/name"] = {vol...} }, problems { {vm=, err=} }, unprotected { {vm=, err=} }.
+--- A PV the driver does not protect (err.code "not_rbd") is not a problem: it is simply
+--- not replicated, and listed in unprotected so a workflow can say so.
 function M.images(driver, bundles)
-    local vols, seen, by_vm, problems = {}, {}, {}, {}
+    local vols, seen, by_vm, problems, unprotected = {}, {}, {}, {}, {}
     for _, b in ipairs(bundles) do
         local key = b.ns .. "/" .. b.name
         by_vm[key] = {}
@@ -370,10 +371,29 @@ function M.images(driver, bundles)
                 end
             elseif err and err.code ~= "not_rbd" then
                 problems[#problems + 1] = { vm = key, err = tostring(err) }
+            elseif err then
+                unprotected[#unprotected + 1] = { vm = key, err = tostring(err.message or err) }
             end
         end
     end
-    return vols, by_vm, problems
+    return vols, by_vm, problems, unprotected
+end
+
+--- Logs, as a warning, each disk of an exported VM that the storage driver does not
+--- replicate (a PV with no csi block, another CSI driver): the DR copy of such a VM has
+--- no data for that disk. Quiet with storage.driver none, which replicates nothing.
+---@param ctx table
+---@param unprotected table[] from images
+---@param exported table<string, boolean>|nil "ns/name" of the VMs written (nil: all)
+function M.warn_unprotected(ctx, unprotected, exported)
+    local st = ctx.config.storage
+    if type(st) == "table" and st.driver == "none" then return end
+    for _, u in ipairs(unprotected) do
+        if not exported or exported[u.vm] then
+            ctx.log.warn("disk not replicated: the DR copy of this VM has no data for it",
+                { vm = u.vm, reason = u.err })
+        end
+    end
 end
 
 --- The images still used by stored VMs once `entries` (from stored_vms) are gone: image
@@ -581,7 +601,8 @@ function M.export_vms(ctx, client, keys, opts)
     -- mirroring first: a VM whose disks are not protected is not written
     local bundles = {}
     for _, v in ipairs(rendered.vms) do bundles[#bundles + 1] = v.bundle end
-    local vols, by_vm, problems = M.images(storage, bundles)
+    local vols, by_vm, problems, unprotected = M.images(storage, bundles)
+    M.warn_unprotected(ctx, unprotected)
     local bad = {}
     for _, p in ipairs(problems) do
         bad[p.vm] = true
