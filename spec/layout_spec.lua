@@ -79,12 +79,38 @@ describe("vmdr.layout", function()
     end)
   end
 
-  it("accepts the longest legal names", function()
+  it("accepts the longest names whose file fits in a file name (255 bytes)", function()
     local ns = string.rep("n", 63)
+    local base = string.rep("a", 63) .. "." .. string.rep("b", 63) .. "." .. string.rep("c", 63) .. "."
+    -- vm-NAME.yaml and pv-NAME.yaml: 247 characters; pvc-NAME.yaml: 246
+    local name = base .. string.rep("d", 55)
+    assert.equals(247, #name)
+    assert.equals("vms/base/" .. ns .. "/vm-" .. name .. ".yaml", L:vm(ns, name))
+    assert.equals("vms/base/" .. ns .. "/pv-" .. name .. ".yaml", L:pv(ns, name))
+    assert.is_nil(L:pvc(ns, name))
+    assert.equals("vms/base/" .. ns .. "/pvc-" .. name:sub(2) .. ".yaml", L:pvc(ns, name:sub(2)))
+  end)
+
+  -- regression: a legal 253-character name made a 261-byte file name, which git stores
+  -- but no checkout (Argo CD's included) can create
+  it("refuses a legal name whose file name would exceed 255 bytes", function()
     local name = string.rep("a", 63) .. "." .. string.rep("b", 63) .. "." .. string.rep("c", 63) .. "."
       .. string.rep("d", 61)
     assert.equals(253, #name)
-    assert.equals("vms/base/" .. ns .. "/vm-" .. name .. ".yaml", L:vm(ns, name))
+    for _, f in ipairs { "vm", "pvc", "pv" } do
+      local p, err = L[f](L, "db", name)
+      assert.is_nil(p, f)
+      assert.equals("invalid", err.code)
+      assert.matches("is 253 characters long: its file .* would exceed the 255 bytes", err.message)
+    end
+  end)
+
+  it("shows look-alike and control characters escaped in its errors", function()
+    local _, err = L:vm("db", "g\u{43e}\u{43e}d")
+    assert.matches('name "g\\xd0\\xbe\\xd0\\xbed" %(non%-ASCII characters%) is not', err.message)
+    _, err = L:vm("db", "a\27[2J\rb")
+    assert.matches('name "a\\x1b%[2J\\x0db" is not', err.message)
+    assert.is_nil(err.message:find("\27", 1, true))
   end)
 
   it("refuses an unknown kind", function()
