@@ -30,7 +30,7 @@ local result, err = repo.transaction(ctx, function(tx)
         return nil, dr.err("not_found", "%s does not exist: run reconcile first to create the layout", path)
     end
     local new, did = kustomize[action](text, sel)
-    if not new then return nil, did end
+    if not new then return nil, dr.err(did.code or "invalid", "%s: %s", path, did.message or tostring(did)) end
     changed = did
     if did then tx:write(path, new) end
     tx:set_message(string.format("vmdr %s: %s", action, canon))

@@ -317,6 +317,12 @@ end
 -- Scans the control panel: the patches: line, the extent of its list, the
 -- item indent and the power-on blocks, active or commented.
 local function scan(text)
+    -- a hand edit that broke the file: say so before anything (never "already active" on a
+    -- file Argo CD cannot build, never an edit on top of it)
+    local doc, derr = require("vmdr.yaml").decode(text)
+    if doc == nil and derr ~= nil then
+        return invalid("the control panel is not valid YAML (%s): fix it by hand first", tostring(derr))
+    end
     local lines = split_lines(text)
     local first
     for i, l in ipairs(lines) do
