@@ -62,6 +62,11 @@ for _, b in ipairs(group) do
     end
 end
 for _, p in ipairs(problems) do failed = failed + 1 end
+-- a VM file that cannot be read may belong to the group: the run is not complete
+for _, e in ipairs(g.unreadable) do
+    rows[#rows + 1] = { e.ns, e.name, "-", "FAILED", "unreadable VM file " .. e.path }
+    failed = failed + 1
+end
 
 if report.machine(ctx) then
     local out = {}
@@ -76,10 +81,13 @@ else
         io.stdout:write(string.format("  vmdr-run activate -e vm_selector=%s\n",
             sel and selector.canonical(sel) or "<selector>"))
     else
-        io.stdout:write(string.format("%d image(s) failed: fix and run the same command again "
+        io.stdout:write(string.format("%d image(s) or VM file(s) failed: fix and run the same command again "
             .. "(promoted images are left as they are).\n", failed))
     end
 end
 dr.close(ctx)
-if failed > 0 then return nil, string.format("%d image(s) not promoted", failed) end
+if failed > 0 then
+    return nil, string.format("%d image(s) not promoted%s", failed - #g.unreadable,
+        #g.unreadable > 0 and string.format(", %d VM file(s) unreadable", #g.unreadable) or "")
+end
 return true
