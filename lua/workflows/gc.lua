@@ -56,7 +56,7 @@ local result, terr = repo.transaction(ctx, function(tx)
     for _, e in ipairs(broken) do
         log.error("not collected: the file is not what its name says", { file = e.path, reason = e.err })
     end
-    if #candidates == 0 then return { removed = 0, stored = #stored } end
+    if #candidates == 0 then return { removed = 0, stored = #stored, broken = #broken } end
 
     -- the brakes
     if #live.items == 0 and not force then
@@ -108,7 +108,8 @@ local result, terr = repo.transaction(ctx, function(tx)
     end
     local stats = sync.remove(ctx, tx, lay, to_remove)
     tx:set_message(string.format("vmdr gc: remove %d VM(s)", #to_remove))
-    return { removed = #to_remove, kept = #keep, stored = #stored, files = stats.removed }
+    return { removed = #to_remove, kept = #keep, stored = #stored, files = stats.removed,
+        broken = #broken }
 end)
 if not result then dr.close(ctx); return nil, "gc: " .. tostring(terr) end
 
@@ -123,4 +124,9 @@ else
 end
 dr.close(ctx)
 if (v.kept or 0) > 0 then return nil, string.format("%d orphan(s) kept: mirroring not disabled", v.kept) end
+-- a file gc cannot judge is left alone, but not quietly: a cron job sees exit 1
+if (v.broken or 0) > 0 then
+    return nil, string.format("%d VM file(s) left alone: they are not what their names say (see above)",
+        v.broken)
+end
 return true
