@@ -44,30 +44,26 @@ local function set(t, key, value)
     t[parts[#parts]] = value
 end
 
--- wrong values for a schema entry: { value, text for -e or nil, what is wrong }
+-- wrong values for a schema entry: { value, text for -e or nil, what is wrong }. One
+-- case per kind of mistake, so the ~90 keys stay within the spec's time budget.
 local function wrong_values(spec)
     local t = spec.type
     local out = {}
     if type(t) == "table" then
         out[#out + 1] = { "bogus-value", "bogus-value", "not in the enum" }
-        out[#out + 1] = { 7, nil, "a number for an enum" }
     elseif t == "string" then
         out[#out + 1] = { 42, nil, "a number" }
-        out[#out + 1] = { { a = "b" }, nil, "a mapping" }
     elseif t == "number" or t == "integer" then
         out[#out + 1] = { "soon", "soon", "a string" }
         if t == "integer" then out[#out + 1] = { 2.5, "2.5", "a fraction" } end
-        if spec.min then out[#out + 1] = { spec.min - 1, tostring(spec.min - 1), "below min" } end
+        if spec.min then out[#out + 1] = { spec.min - 1, nil, "below min" } end
         if spec.max then out[#out + 1] = { spec.max + 1, tostring(spec.max + 1), "above max" } end
     elseif t == "boolean" then
         out[#out + 1] = { "yes", "yes", "a string" }
-        out[#out + 1] = { 1, "1", "a number" }
     elseif t == "list" then
-        out[#out + 1] = { "one-string", nil, "a string" }
         out[#out + 1] = { { 1, 2 }, nil, "a list of numbers" }
     elseif t == "map" then
         out[#out + 1] = { "flat", "flat", "a string" }
-        out[#out + 1] = { { "a", "b" }, nil, "a list" }
     end
     return out
 end
@@ -261,8 +257,8 @@ spec: {template: {spec: {domain: {devices: {}}}}}
             set(t, c[1], c[2])
             if c[1] == "git.token_env" then t.git.token_file = nil end
             local f = write_cfg(t)
-            for _, wf in ipairs { "reconcile", "failover", "gc" } do
-                -- failover reads only Git: a bad kubeconfig is not its concern
+            -- every case with reconcile; the Git ones with failover (which reads Git alone) too
+            for _, wf in ipairs { "reconcile", "failover" } do
                 if not (wf == "failover" and c[1] == "source.kubeconfig") then
                     expect_config_error(run(wf, f), c[3], wf .. " " .. c[1] .. "=" .. c[2])
                 end
