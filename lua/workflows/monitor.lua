@@ -244,10 +244,15 @@ local loop_ok, loop_err = pcall(function()
     end
 end)
 if not loop_ok and not signal.pending() then error(loop_err, 0) end
--- hand over: the next candidate takes the Lease at its next round
-local ok, rerr = signal.hold(function() return el:release() end)
-if not ok then log.warn("lease not released (it will expire)", { err = tostring(rerr) }) end
-log.info("monitor stopped", { identity = me })
-wsrc:close()
-dr.close(ctx)
+-- hand over: the next candidate takes the Lease at its next round. All of it in one hold:
+-- the host's count hook raises "interrupted" at the first 1000-instruction mark after a
+-- signal, and a mark falling here (after the loop saw the signal itself) made a clean
+-- SIGTERM exit 130, depending on where the instruction count stood.
+signal.hold(function()
+    local ok, rerr = el:release()
+    if not ok then log.warn("lease not released (it will expire)", { err = tostring(rerr) }) end
+    log.info("monitor stopped", { identity = me })
+    wsrc:close()
+    dr.close(ctx)
+end)
 return true

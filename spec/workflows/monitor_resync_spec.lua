@@ -2,6 +2,8 @@
 -- a change no VM event reports (a PVC resize), and a converge on a list that would remove
 -- every VM (the API shows none: deleted while no monitor ran, or a selector problem) is
 -- refused, as gc refuses it, and needs gc.force.
+-- Also the regression spec of "monitor, boot: the shutdown after SIGTERM runs in one hold"
+-- (its m.stop() got exit 130 whenever the instruction count put a hook mark after the loop).
 local h = require "support.helper"
 local sim = require "support.sim"
 local mon = require "support.monitor"
