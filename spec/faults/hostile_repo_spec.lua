@@ -172,6 +172,40 @@ storage:
         edit("drop the ghost", function(w) os.remove(w .. "/vms/base/team1/vm-ghost.yaml") end)
     end)
 
+    it("a VM file whose fields have the wrong types: no crash; read as what it is", function()
+        -- labels a string, the template a number, volumes a map: each level of the wrong type
+        edit("odd types", function(w)
+            h.write(w .. "/vms/base/team2/vm-odd.yaml", "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\n"
+                .. "metadata: {name: odd, namespace: team2, labels: just-a-string}\n"
+                .. "spec: {template: 5, dataVolumeTemplates: {a: b}}\n")
+            h.write(w .. "/vms/base/team2/vm-odd2.yaml", "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\n"
+                .. "metadata: {name: odd2, namespace: team2, labels: [a, b]}\n"
+                .. "spec: {template: {spec: {volumes: {x: 1}}}}\n")
+            h.write(w .. "/vms/base/team2/vm-odd3.yaml", "apiVersion: v1\nkind: Secret\n"
+                .. "metadata: {name: odd3, namespace: team2}\n")
+        end)
+        h.write(exec_log, "")
+        local r = run("failover", "-e", "all=true")
+        assert.equals(1, r.code, r.stdout .. r.stderr) -- vm-odd3 holds a Secret
+        assert.not_matches("traceback", r.stderr)
+        assert.matches("team2%s+odd3%s+%-%s+FAILED%s+unreadable VM file", r.stdout)
+        assert.matches("vms/base/team2/vm%-odd3%.yaml holds a Secret, not a VirtualMachine", r.stderr)
+        r = run("status")
+        assert.not_matches("traceback", r.stderr)
+        assert.is_true(r.code == 0 or r.code == 1, r.stderr)
+        -- gc: no live VM of those names, so odd and odd2 are orphans (files named as they
+        -- say, nothing to disable); the Secret is left alone
+        r = run("gc", "-e", "force=true")
+        assert.equals(1, r.code, r.stdout .. r.stderr)
+        assert.not_matches("traceback", r.stderr)
+        local t = tree()
+        assert.not_matches("vm%-odd%.yaml", t)
+        assert.not_matches("vm%-odd2%.yaml", t)
+        assert.matches("vm%-odd3%.yaml", t)
+        for _, c in ipairs(calls()) do assert.not_matches("^disable", c) end
+        edit("drop the Secret", function(w) os.remove(w .. "/vms/base/team2/vm-odd3.yaml") end)
+    end)
+
     it("a VM file that does not parse keeps its claim files when its namespace is settled", function()
         edit("break vm-app2", function(w)
             h.write(w .. "/vms/base/team1/vm-app2.yaml", "apiVersion: kubevirt.io/v1\nmetadata: {name: [\n")
@@ -262,11 +296,11 @@ storage:
         end)
     end)
 
-    it("huge files: a 16 MiB VM file that is not YAML and a 16 MiB blob are left as they are", function()
+    it("huge files: a 16 MiB VM file that is not YAML and a 4 MiB blob are left as they are", function()
         edit("huge files", function(w)
             -- bytes that are no YAML at all (NUL), and a blob beside the manifests
             h.sh("head -c 16777216 /dev/zero > " .. h.q(w .. "/vms/base/team2/vm-huge.yaml"))
-            h.sh("head -c 16777216 /dev/urandom > " .. h.q(w .. "/vms/base/team2/blob.bin"))
+            h.sh("head -c 4194304 /dev/urandom > " .. h.q(w .. "/vms/base/team2/blob.bin"))
         end)
         local before = head()
         local blob = git("rev-parse main:vms/base/team2/blob.bin")
