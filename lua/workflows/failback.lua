@@ -46,9 +46,21 @@ local function step(name, detail) rows[#rows + 1] = { #rows + 1, name, detail } 
 do
     local snap, serr = repo.snapshot(ctx)
     if not snap then return nil, "reading the control panel: " .. tostring(serr) end
-    local panel = snap:read(dr.layout(ctx):component_kustomization())
+    local panel_path = dr.layout(ctx):component_kustomization()
+    local panel = snap:read(panel_path)
     snap:close()
-    for _, active in ipairs(panel and kustomize.active_selectors(panel) or {}) do
+    local actives, perr = {}, nil
+    if panel then actives, perr = kustomize.active_selectors(panel) end
+    if not actives then
+        -- a panel that cannot be read says nothing about the group: never "not active"
+        if not force then
+            return nil, string.format("cannot tell whether the group is powered on at the DR site: "
+                .. "%s: %s; -e force=true proceeds without that check", panel_path, tostring(perr))
+        end
+        log.warn("proceeding without reading the control panel", { file = panel_path, reason = tostring(perr) })
+        actives = {}
+    end
+    for _, active in ipairs(actives) do
         if active == canon then
             return nil, string.format("the group %s is still powered on at the DR site: run "
                 .. "'vmdr-run deactivate -e vm_selector=%s' and let Argo CD stop it first", canon, canon)

@@ -7,7 +7,8 @@
 --     deleted the pvc-/pv- files of a VM file that did not parse);
 --   * "activate: a control panel that is not valid YAML is refused naming the file" (an
 --     active block in a broken file was reported "already active");
---   * "gc, failover: exit 1 when a VM file could not be read" (it was only logged).
+--   * "gc, failover: exit 1 when a VM file could not be read" (it was only logged);
+--   * "failback: a control panel it cannot read is not 'group inactive'".
 -- Real components: vmdr-sim, a smart-HTTP Git server with a token (spec/support/gitsrv.lua),
 -- the git CLI as the operator's editor, the exec storage driver recording its argv.
 local h = require "support.helper"
@@ -132,6 +133,15 @@ storage:
             assert.not_matches("already", r.stdout .. r.stderr)
             assert.equals(before, head())
         end
+        -- failback cannot tell whether the group is powered on at the DR site: it refuses
+        -- before any storage command
+        h.write(exec_log, "")
+        r = run("failback", "-e", "vm_selector=app=app1")
+        assert.equals(1, r.code, r.stdout .. r.stderr)
+        assert.matches("cannot tell whether the group is powered on at the DR site: "
+            .. PANEL:gsub("%p", "%%%0") .. ": invalid: the control panel is not valid YAML", r.stderr)
+        assert.same({}, calls())
+        assert.equals(before, head())
         -- the operator repairs it: activate works again
         edit("repair the panel", function(w)
             h.write(w .. "/" .. PANEL, (broken:gsub("patches: %[unclosed\n  oops: {", "patches:", 1)))

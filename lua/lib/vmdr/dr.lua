@@ -72,10 +72,11 @@ function M.client(ctx, site)
     local sec = ctx.config[site] or {}
     local c, err = k8s.client { kubeconfig = sec.kubeconfig, context = sec.context }
     if not c then
-        -- a kubeconfig that cannot be read or used is the configuration's fault: exit 2
-        if type(err) == "table" and err.code == "config" then
-            config.error("%s%s: %s", site, sec.kubeconfig and ".kubeconfig" or "",
-                tostring(err.message))
+        -- a configured kubeconfig that cannot be read or used is the configuration's fault:
+        -- exit 2 (none configured and not in a pod stays the workflow's call: failback
+        -- -e force=true proceeds without the DR cluster)
+        if type(err) == "table" and err.code == "config" and sec.kubeconfig then
+            config.error("%s.kubeconfig: %s", site, tostring(err.message))
         end
         return nil, err
     end
