@@ -10,7 +10,7 @@
 ---
 --- Dry run (ctx.dry_run): the same up to the commit; the diff is printed and
 --- returned, nothing is committed or pushed, and the clone is reset.
-local config = require "vmdr.config"
+local vconfig = require "vmdr.config"
 local git = require "vmdr.git"
 local time = require "vmdr.time"
 
@@ -34,7 +34,7 @@ local function secret_from(g, env_key, file_key, what)
     return v
   end
   if g[file_key] then
-    local v, err = config.read_secret_file(g[file_key], "git." .. file_key)
+    local v, err = vconfig.read_secret_file(g[file_key], "git." .. file_key)
     if not v then return nil, err end
     if v == "" then return nil, mkerr("config", "git.%s: %s is empty", file_key, g[file_key]) end
     return v

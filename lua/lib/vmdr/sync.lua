@@ -387,7 +387,7 @@ end
 ---@param exported table<string, boolean>|nil "ns/name" of the VMs written (nil: all)
 function M.warn_unprotected(ctx, unprotected, exported)
     local st = ctx.config.storage
-    if type(st) == "table" and st.driver == "none" then return end
+    if not ctx.log or (type(st) == "table" and st.driver == "none") then return end
     for _, u in ipairs(unprotected) do
         if not exported or exported[u.vm] then
             ctx.log.warn("disk not replicated: the DR copy of this VM has no data for it",
@@ -402,6 +402,10 @@ end
 --- disable deletes the DR copy. Only the namespaces of `entries` are read (a claim, and so
 --- its volume, belongs to one namespace); a VM file there that cannot be read counts as
 --- using every volume of its namespace.
+---@param driver table storage driver (its volume(pv) mapping is used)
+---@param tx table vmdr.repo transaction or snapshot
+---@param lay table vmdr.layout
+---@param entries table[] the VMs leaving, from stored_vms
 ---@return table<string,string> used
 function M.images_in_use(driver, tx, lay, entries)
     local leaving, nss = {}, {}
@@ -437,6 +441,12 @@ end
 
 --- The volumes of one stored VM whose mirroring may be disabled: those no other stored
 --- VM uses (see images_in_use); the others are logged and left alone.
+---@param ctx table
+---@param driver table
+---@param tx table
+---@param lay table
+---@param entry table one of stored_vms
+---@param in_use table<string,string> from images_in_use
 ---@return table[] vols
 function M.images_to_disable(ctx, driver, tx, lay, entry, in_use)
     local out = {}
