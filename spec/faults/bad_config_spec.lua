@@ -209,6 +209,32 @@ spec: {template: {spec: {domain: {devices: {}}}}}
         assert_nothing_changed()
     end)
 
+    -- regression: an empty label_selector listed every VM of the cluster (reconcile would
+    -- export and mirror VMs nobody protected), a malformed one failed at the API (exit 1)
+    it("values of the right type that cannot be used: exit 2 naming the key", function()
+        local cases = {
+            { "cluster_name", "../../etc", "cluster_name \"%.%./%.%./etc\" is not a DNS%-1123 subdomain" },
+            { "cluster_name", "Dr_East", "cluster_name \"Dr_East\" is not a DNS%-1123 subdomain" },
+            { "git.root", "/etc", "git%.root \"/etc\" must be relative" },
+            { "git.root", "../up", "git%.root \"%.%./up\": segment \"%.%.\" is not allowed" },
+            { "git.root", ".git", "git%.root \"%.git\": segment \"%.git\" is not allowed" },
+            { "label_selector", "", "configuration key label_selector: empty label selector" },
+            { "label_selector", "a=(", "configuration key label_selector: label selector 'a=%(' at character 3" },
+            { "label_selector", "a in (b", "configuration key label_selector: label selector" },
+        }
+        for _, c in ipairs(cases) do
+            local t = deep_copy(base)
+            set(t, c[1], c[2])
+            local f = write_cfg(t)
+            for _, w in ipairs(WORKFLOWS) do
+                expect_config_error(run(w[1], f), c[3], w[1] .. " " .. c[1] .. "=" .. c[2])
+            end
+            expect_config_error(run("reconcile", write_cfg(base), { c[1] .. "=" .. c[2] }), c[3],
+                "-e " .. c[1] .. "=" .. c[2])
+        end
+        assert_nothing_changed()
+    end)
+
     it("a configuration file that is missing, a directory, not YAML or not a mapping: exit 2 naming it", function()
         local cases = {
             { tmp .. "/none.yaml", "cannot read configuration file '.-none%.yaml': No such file" },

@@ -11,12 +11,19 @@ local M = {}
 
 --- A key's type: "string" | "number" | "integer" | "boolean" | "list" (of strings) |
 --- "map", or an enum given as a list of allowed strings. min/max bound numbers.
----@alias vmdr.config.Spec { type: string|string[], min?: number, max?: number, doc?: string }
+---@alias vmdr.config.Spec { type: string|string[], min?: number, max?: number, doc?: string, check?: fun(v: any): boolean, string? }
 
 ---@type table<string, vmdr.config.Spec>
 M.schema = {
   cluster_name = { type = "string", doc = "name of the DR overlay (vms/overlays/<cluster_name>)" },
-  label_selector = { type = "string", doc = "selects the protected VMs" },
+  label_selector = { type = "string", doc = "selects the protected VMs",
+    -- sent to the API as is: an empty one would select every VM of the cluster, and a
+    -- malformed one fails late (exit 1) or, for event_sync, raises
+    check = function(v)
+      local sel, err = require("vmdr.selector").parse(v)
+      if sel then return true end
+      return false, err and err.message or "not a label selector"
+    end },
   source = { type = "map" },
   ["source.kubeconfig"] = { type = "string" },
   ["source.context"] = { type = "string" },
@@ -308,6 +315,12 @@ function M.validate(cfg, source)
         if not valid(spec, v) then
           M.error("configuration key %s must be %s, got %s%s", key, expected(spec),
             describe(v), where)
+        end
+        if spec.check then
+          local ok, why = spec.check(v)
+          if not ok then
+            M.error("configuration key %s: %s, got %s%s", key, tostring(why), describe(v), where)
+          end
         end
         if spec.type == "map" then walk(v, key .. ".") end
       elseif prefix ~= "" and owned[prefix:match("^[^.]+")] then
