@@ -226,8 +226,9 @@ spec: {template: {spec: {domain: {devices: {}}}}}
             local t = deep_copy(base)
             set(t, c[1], c[2])
             local f = write_cfg(t)
-            for _, w in ipairs(WORKFLOWS) do
-                expect_config_error(run(w[1], f), c[3], w[1] .. " " .. c[1] .. "=" .. c[2])
+            -- a workflow that lists the API, one that reads Git alone, one for a single VM
+            for _, wf in ipairs { "reconcile", "failover", "event_sync" } do
+                expect_config_error(run(wf, f), c[3], wf .. " " .. c[1] .. "=" .. c[2])
             end
             expect_config_error(run("reconcile", write_cfg(base), { c[1] .. "=" .. c[2] }), c[3],
                 "-e " .. c[1] .. "=" .. c[2])
