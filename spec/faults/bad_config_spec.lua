@@ -188,6 +188,7 @@ spec: {template: {spec: {domain: {devices: {}}}}}
         for k in pairs(config.schema) do keys[#keys + 1] = k end
         table.sort(keys)
         local n = 0
+        local e_done = {} -- -e goes through the coercion: one key per kind of mistake is enough
         for _, key in ipairs(keys) do
             for _, bad in ipairs(wrong_values(config.schema[key])) do
                 local t = deep_copy(base)
@@ -197,7 +198,10 @@ spec: {template: {spec: {domain: {devices: {}}}}}
                 expect_config_error(r, "configuration key " .. key:gsub("%p", "%%%0") .. " must be .*%("
                     .. f:gsub("%p", "%%%0") .. "%)", key .. " " .. bad[3])
                 n = n + 1
-                if bad[2] then
+                local kind = tostring(config.schema[key].type) .. " " .. bad[3]
+                if type(config.schema[key].type) == "table" then kind = "enum " .. bad[3] end
+                if bad[2] and not e_done[kind] then
+                    e_done[kind] = true
                     r = run("reconcile", write_cfg(base), { key .. "=" .. bad[2] })
                     expect_config_error(r, "%-e " .. key:gsub("%p", "%%%0") .. "=", "-e " .. key .. " " .. bad[3])
                     n = n + 1
