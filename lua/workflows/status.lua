@@ -36,9 +36,10 @@ if ctx.config.vm_selector ~= nil then sel, sel_text = dr.vm_selector(ctx) end
 local snap, serr = repo.snapshot(ctx)
 if not snap then return nil, "reading the manifests repository: " .. tostring(serr) end
 if snap.stale then log.warn("the Git server is unreachable: status of the last fetched state") end
-local group = {}
+local group, unreadable = {}, 0
 for _, e in ipairs(sync.stored_vms(snap, lay)) do
     if e.err then
+        unreadable = unreadable + 1
         log.error("unreadable VM file skipped", { file = e.path, reason = e.err })
     elseif not sel or selector.match(sel, dr.labels(e.vm)) then
         group[#group + 1] = sync.stored_bundle(snap, lay, e)
@@ -186,8 +187,15 @@ else
     io.stdout:write(string.format("%d VM(s), %d flagged (max RPO %gs)\n", #vms, flagged, max_rpo))
 end
 dr.close(ctx)
+local bad = {}
 if flagged > 0 then
-    return nil, string.format("%d VM(s) flagged: RPO above status.max_rpo (%gs) or unhealthy mirroring",
-        flagged, max_rpo)
+    bad[#bad + 1] = string.format("%d VM(s) flagged: RPO above status.max_rpo (%gs) or unhealthy "
+        .. "mirroring", flagged, max_rpo)
 end
+-- a VM file that cannot be read is a VM whose health nobody can vouch for
+if unreadable > 0 then
+    bad[#bad + 1] = string.format("%d VM file(s) unreadable (see above): their status is unknown",
+        unreadable)
+end
+if #bad > 0 then return nil, table.concat(bad, "; ") end
 return true

@@ -7,7 +7,8 @@
 --     deleted the pvc-/pv- files of a VM file that did not parse);
 --   * "activate: a control panel that is not valid YAML is refused naming the file" (an
 --     active block in a broken file was reported "already active");
---   * "gc, failover: exit 1 when a VM file could not be read" (it was only logged);
+--   * "gc, failover: exit 1 when a VM file could not be read" (it was only logged), and
+--     "status: exit 1 when a VM file could not be read";
 --   * "failback: a control panel it cannot read is not 'group inactive'".
 -- Real components: vmdr-sim, a smart-HTTP Git server with a token (spec/support/gitsrv.lua),
 -- the git CLI as the operator's editor, the exec storage driver recording its argv.
@@ -172,6 +173,12 @@ storage:
         assert.matches("team1%s+ghost%s+%-%s+FAILED%s+unreadable VM file vms/base/team1/vm%-ghost%.yaml", r.stdout)
         assert.matches("0 image%(s%) not promoted, 1 VM file%(s%) unreadable", r.stderr)
         assert.equals(before, head())
+        -- status reports the others, and exits 1 for the file whose health it cannot know
+        r = run("status")
+        assert.equals(1, r.code, r.stdout .. r.stderr)
+        assert.matches("unreadable VM file skipped file=vms/base/team1/vm%-ghost%.yaml", r.stderr)
+        assert.matches("1 VM file%(s%) unreadable %(see above%): their status is unknown", r.stderr)
+        assert.matches("team2%s+db1", r.stdout)
         -- reconcile owns vm-<name>.yaml of live VMs: a lie in one of those is corrected
         edit("vm-app1 names app2", function(w)
             h.write(w .. "/vms/base/team1/vm-app1.yaml", (h.read(w .. "/vms/base/team1/vm-app2.yaml")))
@@ -202,7 +209,7 @@ storage:
         assert.matches("vms/base/team2/vm%-odd3%.yaml holds a Secret, not a VirtualMachine", r.stderr)
         r = run("status")
         assert.not_matches("traceback", r.stderr)
-        assert.is_true(r.code == 0 or r.code == 1, r.stderr)
+        assert.equals(1, r.code, r.stderr) -- vm-odd3 holds a Secret
         -- gc: no live VM of those names, so odd and odd2 are orphans (files named as they
         -- say, nothing to disable); the Secret is left alone
         r = run("gc", "-e", "force=true")
