@@ -7,8 +7,8 @@
 --   image, Git is untouched; once the monitor is back, a re-run promotes.
 -- - source site frozen: the graceful promote is refused (busy), the source does not answer
 --   within storage.ceph.peer_timeout, so the driver forces, per image; a relocate (never
---   forced) fails at its demote step, naming the image, and promotes nothing; after the thaw
---   a re-run of relocate finishes.
+--   forced) finds the source unreachable in its check of both sites, names the image and
+--   does nothing (not even stopping the VM); after the thaw a re-run of relocate finishes.
 -- - DR OSD frozen: every promote ends with `timeout` after storage.ceph.timeout, per image;
 --   after the thaw a re-run promotes.
 -- No timing threshold is asserted: the bound shows in the error ("within 3 s"); the times
@@ -75,7 +75,7 @@ describe("storage outages in failover and relocate (a Ceph pair of its own)", fu
     end
 
     setup(function()
-        h.need("git")
+        h.need("git"); h.need("kubectl")
         tmp = h.tmpdir("foutage")
         local t0 = time.monotonic()
         p = ceph.own_pair("foutage-pair")
@@ -213,14 +213,18 @@ storage:
             assert.matches("forcing promote", r.stderr)
             assert.matches("source site is unreachable", r.stderr)
             assert.is_true(primary(b, "f1-root"))
-            -- relocate never forces: it stops at the demote on the unreachable source
+            -- relocate never forces: its check of both sites finds the source unreachable,
+            -- and it does nothing (the source VM is not even stopped)
             r = run("relocate", "-e", "vm_selector=app-tier=reloc")
             print(string.format("  (relocate with the source site frozen: exit %d after %.1f s)",
                 r.code, r.seconds))
             assert.equals(1, r.code, r.stdout .. r.stderr)
-            assert.matches("demoting " .. spec_of("r1-root"):gsub("%p", "%%%0")
-                .. ": unreachable", r.stderr)
+            assert.matches("nothing done, 1 image%(s%): " .. spec_of("r1-root"):gsub("%p", "%%%0")
+                .. " %(VM shop/r1%): source site: unreachable: no monitor", r.stderr)
             assert.is_false(primary(b, "r1-root"))
+            local vm = h.exec { "kubectl", "--kubeconfig", s.kubeconfig, "get", "vm", "-n", "shop",
+                "r1", "-o", "jsonpath={.spec.runStrategy}" }
+            assert.equals("Always", vm.stdout)
         end)
         p.thaw("a", { "mon.a", "osd.0" })
         -- a PG may stay laggy after a long freeze (NOTES-ceph): restart the OSD cleanly

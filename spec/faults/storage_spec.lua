@@ -21,12 +21,15 @@ local MiB = 1024 * 1024
 describe("storage faults in failover (shared Ceph pair)", function()
     local tmp, s, a, b, cfg, bare
     local images = {} -- claim -> image name
-    local vms = {      -- VM -> its claims; every one is app-tier=database
+    local vms = {      -- VM -> its claims, app-tier
         { "good1", { "good1-root", "good1-data" } },
         { "good2", { "good2-root" } },
         { "lost", { "lost-root" } },         -- no image on the DR site
         { "early", { "early-root" } },       -- already primary on the DR site
         { "nomirror", { "nomirror-root" } }, -- DR copy with mirroring disabled
+        { "rv1", { "rv1-root" }, "moving" }, -- the relocate group: one good,
+        { "rv2", { "rv2-root" }, "moving" }, -- one DR copy unmirrored,
+        { "rv3", { "rv3-root" }, "moving" }, -- one DR copy missing
     }
 
     local function run(wf, ...)
@@ -73,7 +76,8 @@ describe("storage faults in failover (shared Ceph pair)", function()
                 h.write(fx .. "/" .. claim .. ".yaml", pvc_pv_yaml("shop", claim, "pv-" .. img, img))
             end
             h.write(fx .. "/vm-" .. v[1] .. ".yaml", vm_yaml("shop", v[1],
-                { ["app-tier"] = "database", ["dr.demojam.com/enabled"] = "true" }, "1Gi", v[2]))
+                { ["app-tier"] = v[3] or "database", ["dr.demojam.com/enabled"] = "true" }, "1Gi",
+                v[2]))
         end
         s = sim.start { fixtures = fx }
         bare = tmp .. "/manifests.git"
@@ -99,20 +103,24 @@ storage:
         assert(r.code == 0, r.stdout .. r.stderr)
         for claim in pairs(images) do synced(claim) end
         -- the faults
-        local lost = assert(a:image("rbd", images["lost-root"]))
-        assert.equals("ok", lost:mirror_disable(false)) -- rbd-mirror deletes the DR copy
-        lost:close()
-        ceph.eventually("the DR copy of lost-root is deleted", 30, function()
-            local img, err = b:image("rbd", images["lost-root"])
-            if img then img:close() end
-            return err and err.code == "not_found", err
-        end)
+        for _, claim in ipairs { "lost-root", "rv3-root" } do
+            local lost = assert(a:image("rbd", images[claim]))
+            assert.equals("ok", lost:mirror_disable(false)) -- rbd-mirror deletes the DR copy
+            lost:close()
+            ceph.eventually("the DR copy of " .. claim .. " is deleted", 30, function()
+                local img, err = b:image("rbd", images[claim])
+                if img then img:close() end
+                return err and err.code == "not_found", err
+            end)
+        end
         local early = assert(b:image("rbd", images["early-root"]))
         assert.equals("ok", early:promote(true))
         early:close()
-        local nm = assert(b:image("rbd", images["nomirror-root"]))
-        assert.equals("ok", nm:mirror_disable(true))
-        nm:close()
+        for _, claim in ipairs { "nomirror-root", "rv2-root" } do
+            local nm = assert(b:image("rbd", images[claim]))
+            assert.equals("ok", nm:mirror_disable(true))
+            nm:close()
+        end
     end)
 
     teardown(function()
@@ -230,7 +238,9 @@ storage:
         for _, claim in ipairs { "good1-root", "good1-data", "good2-root", "early-root" } do
             assert.equals("already primary", rep[spec_of(claim)].state, claim)
         end
-        for claim in pairs(images) do assert.is_true(info(b, claim).primary, claim) end
+        for _, v in ipairs(vms) do
+            if not v[3] then assert.is_true(info(b, v[2][1]).primary, v[2][1]) end
+        end
         -- idempotent: everything is already primary, nothing changes
         r = run("failover", "-e", "vm_selector=app-tier=database", "-e", "force=true")
         assert.equals(0, r.code, r.stdout .. r.stderr)
@@ -238,6 +248,50 @@ storage:
         for _ in r.stdout:gmatch("already primary") do n = n + 1 end
         assert.equals(6, n)
         assert.matches("6 image%(s%) of 5 VM%(s%) are writable on the DR site", r.stdout)
+        assert.equals(before, head())
+    end)
+
+    -- Regression: relocate used to stop the group's VMs and demote every image before
+    -- finding that one DR copy could not take over (missing, unmirrored), then waited
+    -- sync_timeout on it and named only the first failure: the group was left stopped with
+    -- no primary anywhere. It now checks every image on both sites first.
+    it("relocate with unmovable images names each of them and does nothing; after the fix it "
+        .. "moves the group", function()
+        h.need("kubectl")
+        local function strategy(vm)
+            local r = h.exec { "kubectl", "--kubeconfig", s.kubeconfig, "get", "vm", "-n", "shop", vm,
+                "-o", "jsonpath={.spec.runStrategy}" }
+            assert(r.code == 0, r.stderr)
+            return r.stdout
+        end
+        local before = head()
+        local r = run("relocate", "-e", "vm_selector=app-tier=moving")
+        assert.equals(1, r.code, r.stdout .. r.stderr)
+        assert.matches("nothing done, 2 image%(s%)", r.stderr)
+        assert.matches(spec_of("rv2-root"):gsub("%p", "%%%0") .. " %(VM shop/rv2%): dr site: "
+            .. "mirroring disabled", r.stderr)
+        assert.matches(spec_of("rv3-root"):gsub("%p", "%%%0") .. " %(VM shop/rv3%): source site: "
+            .. "mirroring disabled, dr site: not_found", r.stderr)
+        -- nothing was done: VMs still on, the mirrored images still primary on the source
+        for _, vm in ipairs { "rv1", "rv2", "rv3" } do assert.equals("Always", strategy(vm), vm) end
+        for _, claim in ipairs { "rv1-root", "rv2-root" } do
+            assert.is_true(info(a, claim).primary, claim)
+        end
+        assert.equals("disabled", info(a, "rv3-root").state)
+        -- the fix: rv2's stale DR copy removed and copied afresh, rv3 mirrored again
+        assert(b:remove_image("rbd", images["rv2-root"]))
+        synced("rv2-root")
+        local img = assert(a:image("rbd", images["rv3-root"]))
+        assert.equals("ok", img:mirror_enable("snapshot"))
+        img:close()
+        synced("rv3-root")
+        r = run("relocate", "-e", "vm_selector=app-tier=moving")
+        assert.equals(0, r.code, r.stdout .. r.stderr)
+        for _, claim in ipairs { "rv1-root", "rv2-root", "rv3-root" } do
+            assert.is_true(info(b, claim).primary, claim)
+            assert.is_false(info(a, claim).primary, claim) -- graceful: no split brain
+        end
+        for _, vm in ipairs { "rv1", "rv2", "rv3" } do assert.equals("Halted", strategy(vm), vm) end
         assert.equals(before, head())
     end)
 end)
