@@ -96,7 +96,9 @@ step("source VMs stopped", string.format("%d VM(s)", #g.bundles))
 -- 2. demote on the source
 local demoted = storage:demote(g.vols, { site = "source" })
 local dmsg = failures(demoted, "not demoted")
-if dmsg then return nil, "relocate: demoting on the source failed for " .. dmsg .. "; run relocate again" end
+if dmsg then
+    return nil, "relocate: demoting on the source failed for " .. dmsg .. "; run relocate again"
+end
 local snap_ids, wait_vols = {}, {}
 for i, e in ipairs(demoted) do
     if e.snap_id then
@@ -110,7 +112,9 @@ step("demoted on the source", report.counts(demoted.summary))
 if #wait_vols > 0 and not ctx.dry_run then
     local waited = storage:wait_synced(wait_vols, snap_ids, { site = "dr", timeout = sync_timeout })
     local wmsg = failures(waited, "last snapshot not on the DR site")
-    if wmsg then return nil, "relocate: waiting on the DR site failed for " .. wmsg .. "; run relocate again" end
+    if wmsg then
+        return nil, "relocate: waiting on the DR site failed for " .. wmsg .. "; run relocate again"
+    end
 end
 step("last snapshot on the DR site", string.format("%d image(s)", #wait_vols))
 

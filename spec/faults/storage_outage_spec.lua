@@ -87,8 +87,10 @@ describe("storage outages in failover and relocate (a Ceph pair of its own)", fu
             for _, claim in ipairs(v[3]) do
                 local img = ceph.name("fo-" .. claim)
                 images[claim] = img
-                assert(a:create_image("rbd", img, 8 * MiB, { features = "layering,exclusive-lock" }))
-                h.write(fx .. "/" .. claim .. ".yaml", pvc_pv_yaml("shop", claim, "pv-" .. img, img))
+                assert(a:create_image("rbd", img, 8 * MiB,
+                    { features = "layering,exclusive-lock" }))
+                h.write(fx .. "/" .. claim .. ".yaml",
+                    pvc_pv_yaml("shop", claim, "pv-" .. img, img))
             end
             h.write(fx .. "/vm-" .. v[1] .. ".yaml", vm_yaml("shop", v[1],
                 { ["app-tier"] = v[2], ["dr.demojam.com/enabled"] = "true" }, "1Gi", v[3]))
@@ -261,7 +263,8 @@ storage:
             assert.matches("^timeout: ", e.detail)
         end
         answers("b", "o1-root")
-        print(string.format("  (DR site answers %.1f s after the OSD restart)", time.monotonic() - t0))
+        print(string.format("  (DR site answers %.1f s after the OSD restart)",
+            time.monotonic() - t0))
         r = run("failover", "-e", "vm_selector=app-tier=osdfrozen", "-e", "force=true")
         assert.equals(0, r.code, r.stdout .. r.stderr)
         assert.is_true(primary(b, "o1-root"))

@@ -72,8 +72,10 @@ describe("storage faults in failover (shared Ceph pair)", function()
             for _, claim in ipairs(v[2]) do
                 local img = ceph.name("fs-" .. claim)
                 images[claim] = img
-                assert(a:create_image("rbd", img, 8 * MiB, { features = "layering,exclusive-lock" }))
-                h.write(fx .. "/" .. claim .. ".yaml", pvc_pv_yaml("shop", claim, "pv-" .. img, img))
+                assert(a:create_image("rbd", img, 8 * MiB,
+                    { features = "layering,exclusive-lock" }))
+                h.write(fx .. "/" .. claim .. ".yaml",
+                    pvc_pv_yaml("shop", claim, "pv-" .. img, img))
             end
             h.write(fx .. "/vm-" .. v[1] .. ".yaml", vm_yaml("shop", v[1],
                 { ["app-tier"] = v[3] or "database", ["dr.demojam.com/enabled"] = "true" }, "1Gi",
@@ -143,7 +145,9 @@ storage:
         local doc = assert(json.decode(r.stdout), r.stdout .. r.stderr)
         local st = {}
         for _, v in ipairs(doc.vms) do
-            for _, i in ipairs(v.images) do st[i.image] = { vm = v.name, img = i, flagged = v.flagged } end
+            for _, i in ipairs(v.images) do
+                st[i.image] = { vm = v.name, img = i, flagged = v.flagged }
+            end
         end
         local lost = st[spec_of("lost-root")]
         assert.equals("lost", lost.vm)
@@ -171,7 +175,8 @@ storage:
         assert.matches("%d VM%(s%) flagged", r.stderr)
     end)
 
-    it("failover exits 1 naming each failed image and VM with its reason; the good ones are promoted",
+    it("failover exits 1 naming each failed image and VM with its reason; the good ones are "
+        .. "promoted",
         function()
             local before = head()
             local r = run("failover", "-e", "vm_selector=app-tier=database", "-e", "force=true")
@@ -190,7 +195,8 @@ storage:
                 .. spec_of("nomirror-root"):gsub("%p", "%%%0") .. ": mirroring is disabled",
                 row("nomirror", "nomirror-root"))
             assert.matches("already primary", row("early", "early-root"))
-            for _, c in ipairs { { "good1", "good1-root" }, { "good1", "good1-data" }, { "good2", "good2-root" } } do
+            for _, c in ipairs { { "good1", "good1-root" }, { "good1", "good1-data" },
+                { "good2", "good2-root" } } do
                 assert.matches("promoted %(forced%)", row(c[1], c[2]))
                 assert.is_true(info(b, c[2]).primary, c[2])
             end
@@ -217,39 +223,40 @@ storage:
             end
         end)
 
-    it("after the causes are fixed, a re-run finishes the rest and exits 0; then it is a no-op", function()
-        -- lost-root: mirrored again, so the DR site gets its copy
-        local lost = assert(a:image("rbd", images["lost-root"]))
-        assert.equals("ok", lost:mirror_enable("snapshot"))
-        lost:close()
-        synced("lost-root")
-        -- nomirror-root: the stale unmirrored DR copy removed; rbd-mirror copies it afresh
-        assert(b:remove_image("rbd", images["nomirror-root"]))
-        synced("nomirror-root")
-        assert.equals("enabled", info(b, "nomirror-root").state)
-        local before = head()
-        local r = run("failover", "-e", "vm_selector=app-tier=database", "-e", "force=true",
-            "-e", "format=json")
-        assert.equals(0, r.code, r.stdout .. r.stderr)
-        local rep, doc = by_image(r.stdout)
-        assert.equals(0, doc.failed)
-        assert.equals("promoted (forced)", rep[spec_of("lost-root")].state)
-        assert.equals("promoted (forced)", rep[spec_of("nomirror-root")].state)
-        for _, claim in ipairs { "good1-root", "good1-data", "good2-root", "early-root" } do
-            assert.equals("already primary", rep[spec_of(claim)].state, claim)
-        end
-        for _, v in ipairs(vms) do
-            if not v[3] then assert.is_true(info(b, v[2][1]).primary, v[2][1]) end
-        end
-        -- idempotent: everything is already primary, nothing changes
-        r = run("failover", "-e", "vm_selector=app-tier=database", "-e", "force=true")
-        assert.equals(0, r.code, r.stdout .. r.stderr)
-        local n = 0
-        for _ in r.stdout:gmatch("already primary") do n = n + 1 end
-        assert.equals(6, n)
-        assert.matches("6 image%(s%) of 5 VM%(s%) are writable on the DR site", r.stdout)
-        assert.equals(before, head())
-    end)
+    it("after the causes are fixed, a re-run finishes the rest and exits 0; then it is a no-op",
+        function()
+            -- lost-root: mirrored again, so the DR site gets its copy
+            local lost = assert(a:image("rbd", images["lost-root"]))
+            assert.equals("ok", lost:mirror_enable("snapshot"))
+            lost:close()
+            synced("lost-root")
+            -- nomirror-root: the stale unmirrored DR copy removed; rbd-mirror copies it afresh
+            assert(b:remove_image("rbd", images["nomirror-root"]))
+            synced("nomirror-root")
+            assert.equals("enabled", info(b, "nomirror-root").state)
+            local before = head()
+            local r = run("failover", "-e", "vm_selector=app-tier=database", "-e", "force=true",
+                "-e", "format=json")
+            assert.equals(0, r.code, r.stdout .. r.stderr)
+            local rep, doc = by_image(r.stdout)
+            assert.equals(0, doc.failed)
+            assert.equals("promoted (forced)", rep[spec_of("lost-root")].state)
+            assert.equals("promoted (forced)", rep[spec_of("nomirror-root")].state)
+            for _, claim in ipairs { "good1-root", "good1-data", "good2-root", "early-root" } do
+                assert.equals("already primary", rep[spec_of(claim)].state, claim)
+            end
+            for _, v in ipairs(vms) do
+                if not v[3] then assert.is_true(info(b, v[2][1]).primary, v[2][1]) end
+            end
+            -- idempotent: everything is already primary, nothing changes
+            r = run("failover", "-e", "vm_selector=app-tier=database", "-e", "force=true")
+            assert.equals(0, r.code, r.stdout .. r.stderr)
+            local n = 0
+            for _ in r.stdout:gmatch("already primary") do n = n + 1 end
+            assert.equals(6, n)
+            assert.matches("6 image%(s%) of 5 VM%(s%) are writable on the DR site", r.stdout)
+            assert.equals(before, head())
+        end)
 
     -- Regression: relocate used to stop the group's VMs and demote every image before
     -- finding that one DR copy could not take over (missing, unmirrored), then waited
@@ -259,8 +266,8 @@ storage:
         .. "moves the group", function()
         h.need("kubectl")
         local function strategy(vm)
-            local r = h.exec { "kubectl", "--kubeconfig", s.kubeconfig, "get", "vm", "-n", "shop", vm,
-                "-o", "jsonpath={.spec.runStrategy}" }
+            local r = h.exec { "kubectl", "--kubeconfig", s.kubeconfig, "get", "vm", "-n", "shop",
+                vm, "-o", "jsonpath={.spec.runStrategy}" }
             assert(r.code == 0, r.stderr)
             return r.stdout
         end
