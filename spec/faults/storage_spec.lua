@@ -301,4 +301,30 @@ storage:
         for _, vm in ipairs { "rv1", "rv2", "rv3" } do assert.equals("Halted", strategy(vm), vm) end
         assert.equals(before, head())
     end)
+
+    -- Regression: the ceph driver remembered a failed connection for the life of the
+    -- process, so a long-running `vmdr-run monitor` (one driver for days) never reached a
+    -- Ceph site again after one failed connect; now the failure expires after
+    -- storage.ceph.reconnect_after.
+    it("a failed connection is tried again after storage.ceph.reconnect_after", function()
+        local driver = require "vmdr.storage.ceph"
+        local src = ceph.site("a")
+        local real = assert(h.read(src.conf))
+        local conf = tmp .. "/flaky-a.conf"
+        local vol = { pool = "rbd", image = images["good2-root"], spec = spec_of("good2-root"),
+            pv = "pv-" .. images["good2-root"] }
+        local function state(d) return d:status({ vol })[1].source.state end
+        for _, case in ipairs { { after = 0, second = "enabled" },
+                                { after = 3600, second = "unreachable" } } do
+            -- the source's monitors are "down": nothing listens at their address
+            h.write(conf, (real:gsub("mon host = [^\n]+", "mon host = 127.0.0.1:1")))
+            local d <close> = assert(driver.new { config = { storage = { ceph = {
+                source = { conf = conf, keyring = src.keyring, user = src.user },
+                dr = ceph.site("b"), timeout = 2, reconnect_after = case.after } } } })
+            assert.equals("unreachable", state(d))
+            -- the monitors are back
+            h.write(conf, real)
+            assert.equals(case.second, state(d), "reconnect_after " .. case.after)
+        end
+    end)
 end)
