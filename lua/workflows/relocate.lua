@@ -11,6 +11,10 @@
 -- 4. promote on the DR site WITHOUT force: no split-brain, nothing to resync later.
 -- Then `vmdr-run activate` powers the group on at the DR site. Every step is
 -- idempotent: a re-run after a failure picks up where it stopped.
+-- Before step 1, every image is checked on both sites (present, mirroring enabled,
+-- sites reachable): if one cannot be moved, the command names each such image with
+-- its VM and reason and does nothing, so a predictable failure never leaves the group
+-- stopped and half demoted.
 local ctx = ...
 local config = require "vmdr.config"
 local dr = require "vmdr.dr"
@@ -35,6 +39,47 @@ end
 local storage = dr.storage(ctx)
 local rows = {}
 local function step(name, detail) rows[#rows + 1] = { #rows + 1, name, detail } end
+local vms_of = {}
+for key, vols in pairs(g.by_vm) do
+    for _, v in ipairs(vols) do
+        vms_of[v.spec] = vms_of[v.spec] and (vms_of[v.spec] .. "," .. key) or key
+    end
+end
+-- names every failed entry of a storage report (image, VM, reason); nil when none failed
+local function failures(rep, what)
+    local list = {}
+    for _, e in ipairs(rep) do
+        if dr.failed(e) then
+            log.error(what, { image = e.image, vm = vms_of[e.image], reason = tostring(e.err) })
+            list[#list + 1] = string.format("%s (VM %s): %s", e.image, tostring(vms_of[e.image]),
+                tostring(e.err))
+        end
+    end
+    if #list == 0 then return nil end
+    return string.format("%d image(s): %s", #list, table.concat(list, "; "))
+end
+
+-- 0. every image present and mirrored on both sites (drivers that report no per-site
+--    state, such as exec, are not judged here)
+do
+    local bad = {}
+    for _, e in ipairs(storage:status(g.vols)) do
+        local why = {}
+        for _, site in ipairs { "source", "dr" } do
+            local st = e[site]
+            if type(st) == "table" and st.state ~= "enabled" then
+                why[#why + 1] = site .. " site: " .. (st.err and tostring(st.err)
+                    or ("mirroring " .. tostring(st.state)))
+            end
+        end
+        if #why > 0 then
+            bad[#bad + 1] = { image = e.image, result = "failed", err = table.concat(why, ", ") }
+        end
+    end
+    local msg = failures(bad, "image cannot be relocated")
+    if msg then return nil, "relocate: nothing done, " .. msg end
+end
+step("images checked on both sites", string.format("%d image(s)", #g.vols))
 
 -- 1. power off on the source
 local src, cerr = dr.client(ctx, "source")
@@ -51,9 +96,12 @@ step("source VMs stopped", string.format("%d VM(s)", #g.bundles))
 
 -- 2. demote on the source
 local demoted = storage:demote(g.vols, { site = "source" })
+local dmsg = failures(demoted, "not demoted")
+if dmsg then
+    return nil, "relocate: demoting on the source failed for " .. dmsg .. "; run relocate again"
+end
 local snap_ids, wait_vols = {}, {}
 for i, e in ipairs(demoted) do
-    if dr.failed(e) then return nil, "demoting " .. e.image .. ": " .. tostring(e.err) end
     if e.snap_id then
         wait_vols[#wait_vols + 1] = g.vols[i]
         snap_ids[#snap_ids + 1] = e.snap_id
@@ -64,8 +112,9 @@ step("demoted on the source", report.counts(demoted.summary))
 -- 3. wait for the demotion snapshots on the DR site
 if #wait_vols > 0 and not ctx.dry_run then
     local waited = storage:wait_synced(wait_vols, snap_ids, { site = "dr", timeout = sync_timeout })
-    for _, e in ipairs(waited) do
-        if dr.failed(e) then return nil, "waiting for " .. e.image .. " on the DR site: " .. tostring(e.err) end
+    local wmsg = failures(waited, "last snapshot not on the DR site")
+    if wmsg then
+        return nil, "relocate: waiting on the DR site failed for " .. wmsg .. "; run relocate again"
     end
 end
 step("last snapshot on the DR site", string.format("%d image(s)", #wait_vols))

@@ -11,6 +11,8 @@
 --- ceph.mirror_mode ("snapshot"), ceph.parallel (16), ceph.timeout (30 s),
 --- ceph.peer_timeout (5 s: how long the peer gets to answer before it counts as unreachable),
 --- ceph.promote_retry (5 s: a promote is retried on read_only, a graceful one on busy too),
+--- ceph.reconnect_after (30 s: a failed connection is not tried again for that long; operations
+--- fail at once with its error meanwhile, so a long-running monitor recovers from an outage),
 --- csi_drivers
 --- ({".rbd.csi.ceph.com"}, matched as suffixes; the bare name without the dot matches too).
 ---
@@ -20,6 +22,7 @@
 --- plus report.summary = { ok=, already=, failed=, refused=, dry_run= }. A connection that
 --- cannot be made fails every entry with that error (nothing is skipped silently).
 local rbd = require "vmdr.rbd"
+local time = require "vmdr.time"
 
 local M = {}
 
@@ -68,8 +71,10 @@ function M.new(ctx)
     timeout = tonumber(cfg.timeout) or 30,
     peer_timeout = tonumber(cfg.peer_timeout) or 5,
     promote_retry = tonumber(cfg.promote_retry) or 5,
+    reconnect_after = tonumber(cfg.reconnect_after) or 30,
     clusters = {},
     conn_err = {},
+    conn_failed_at = {},
   }, Driver)
 end
 
@@ -85,7 +90,12 @@ function Driver:cluster(site, timeout)
     error("site must be 'source' or 'dr', got " .. tostring(site), 2)
   end
   if self.clusters[site] then return self.clusters[site] end
-  if self.conn_err[site] then return nil, self.conn_err[site] end
+  -- a failure is remembered so that one run does not wait out the timeout per operation, but
+  -- only for a while: `vmdr-run monitor` keeps its driver for days
+  if self.conn_err[site] and time.monotonic() - self.conn_failed_at[site] < self.reconnect_after
+  then
+    return nil, self.conn_err[site]
+  end
   local s = self.cfg[site]
   if type(s) ~= "table" then
     return nil, mkerr("config", "storage.ceph.%s is not configured ({conf=, keyring=, user=})",
@@ -98,8 +108,10 @@ function Driver:cluster(site, timeout)
   if not c then
     self.log.warn("cannot connect to the " .. site .. " Ceph cluster", { err = tostring(err) })
     self.conn_err[site] = err
+    self.conn_failed_at[site] = time.monotonic()
     return nil, err
   end
+  self.conn_err[site] = nil
   self.clusters[site] = c
   return c
 end
@@ -111,6 +123,7 @@ function Driver:close()
     self.clusters[site] = nil
   end
   self.conn_err = {}
+  self.conn_failed_at = {}
   return true
 end
 Driver.__close = Driver.close
