@@ -50,6 +50,18 @@ function M.layout(ctx)
     return lay
 end
 
+--- The vmdr.k8s.client options for "source" or "dr" from the configuration section:
+--- kubeconfig, context, timeout, retries, page_size (unset: the client's defaults).
+---@param ctx table
+---@param site "source"|"dr"
+---@return table opts
+function M.client_opts(ctx, site)
+    local sec = ctx.config[site] or {}
+    return { kubeconfig = sec.kubeconfig, context = sec.context, timeout = tonumber(sec.timeout),
+        retries = math.tointeger(tonumber(sec.retries)),
+        page_size = math.tointeger(tonumber(sec.page_size)) }
+end
+
 --- A Kubernetes client for "source" or "dr" (config `source:` / `dr:`; in-cluster
 --- when the section names no kubeconfig).
 ---@param ctx table
@@ -59,8 +71,7 @@ function M.client(ctx, site)
     ctx.clients = ctx.clients or {}
     if ctx.clients[site] then return ctx.clients[site] end
     local k8s = require "vmdr.k8s"
-    local sec = ctx.config[site] or {}
-    local c, err = k8s.client { kubeconfig = sec.kubeconfig, context = sec.context }
+    local c, err = k8s.client(M.client_opts(ctx, site))
     if not c then return nil, err end
     ctx.clients[site] = c
     return c
