@@ -101,6 +101,7 @@ M.schema = {
   ["storage.ceph.timeout"] = { type = "number", min = 0 },
   ["storage.ceph.peer_timeout"] = { type = "number", min = 0 },
   ["storage.exec"] = { type = "map" },
+  ["storage.exec.timeout"] = { type = "number", min = 0, doc = "seconds per exec storage command" },
   monitor = { type = "map" },
   ["monitor.debounce"] = { type = "number", min = 0, max = 86400,
     doc = "quiet period (seconds) after a VM's last event before it is synced" },
@@ -116,6 +117,12 @@ M.schema = {
   ["status.max_rpo"] = { type = "number", min = 0,
     doc = "seconds: VMs whose measured RPO is larger are flagged (status exits 1)" },
 }
+
+-- the exec storage driver's commands: one argv template per operation
+for _, op in ipairs { "enable", "disable", "promote", "demote", "resync", "snapshot", "wait_synced",
+    "status" } do
+  M.schema["storage.exec." .. op] = { type = "list", doc = "argv template of the exec driver's " .. op }
+end
 
 local DEFAULTS = {
   label_selector = "dr.demojam.com/enabled=true",
