@@ -159,6 +159,19 @@ function M.failed(e)
     return e == nil or e.result == "failed" or e.result == "refused"
 end
 
+--- Whether err (from a GET of ns/name) confirms that the object does not exist: a 404
+--- whose Status names it, as kube-apiserver's NotFound for an object does
+--- (details.name). A 404 that names nothing ("the server could not find the requested
+--- resource": the API group not served during an upgrade, a proxy's error page) says
+--- nothing about the object, and taking it for "gone" would delete a protected VM.
+---@param err table|nil
+---@param name string
+---@return boolean
+function M.confirmed_gone(err, name)
+    return type(err) == "table" and err.code == "not_found" and type(err.details) == "table"
+        and err.details.name == name
+end
+
 --- Whether a VM object matches the DR label selector of the configuration.
 function M.is_protected(ctx, vm)
     ctx._dr_sel = ctx._dr_sel or assert(selector.parse(ctx.config.label_selector))

@@ -375,7 +375,8 @@ local function split_key(k)
 end
 
 --- Reads the VMs named by keys fresh from the API: protected (to export), gone
---- (confirmed by their own GET: 404, or present without the DR label) or failed.
+--- (confirmed by their own GET: a 404 naming the VM, or present without the DR label)
+--- or failed.
 local function fetch_vms(ctx, client, keys, live)
     local by_key, protected, gone, failed = {}, {}, {}, {}
     if live then
@@ -401,7 +402,7 @@ local function fetch_vms(ctx, client, keys, live)
             vm.kind = vm.kind or "VirtualMachine"
             vm.apiVersion = vm.apiVersion or "kubevirt.io/v1"
             protected[#protected + 1] = vm
-        elseif vm or err.code == "not_found" then
+        elseif vm or dr.confirmed_gone(err, name) then
             gone[#gone + 1] = k
         else
             if err.code == "interrupted" then return nil, err end
