@@ -205,7 +205,7 @@ storage:
         label("vm-00007", { fault = "down" })
         label("vm-00008", { [SEL] = "false" })
         local log0 = #(h.read(s.stderr_file) or "")
-        s.admin { restart = 8 }
+        s.admin { restart = 6 }
         -- down for sure before the runs (the sim logs it)
         local t = require "vmdr.time"
         local dl = t.monotonic() + 30
