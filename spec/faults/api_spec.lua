@@ -96,8 +96,10 @@ current-context: sim
 ]], s.url, tokfile))
         storage_log = tmp .. "/storage.sh.log"
         local script = h.write(tmp .. "/storage.sh", "#!/bin/sh\necho \"$*\" >> \"$0.log\"\n")
-        h.capture("chmod +x " .. h.q(script))
-        local function config(url, workdir, extra)
+        -- the reference runs' storage calls go nowhere
+        local refscript = h.write(tmp .. "/ref-storage.sh", "#!/bin/sh\nexit 0\n")
+        h.capture("chmod +x " .. h.q(script) .. " " .. h.q(refscript))
+        local function config(url, workdir, sh)
             return string.format([[
 cluster_name: dr-east
 source: { kubeconfig: %s, page_size: 5 }
@@ -108,14 +110,10 @@ storage:
   exec:
     enable: [%s, enable, "{spec}"]
     disable: [%s, disable, "{spec}"]
-%s]], kubeconfig, url, workdir, srv.token_file, script, script, extra or "")
+]], kubeconfig, url, workdir, srv.token_file, sh, sh)
         end
-        cfg = h.write(tmp .. "/vmdr.yaml", config(gitsrv.urls(srv, "manifests").http, tmp .. "/clone"))
-        refcfg = h.write(tmp .. "/ref.yaml", config("file://" .. tmp .. "/ref.git", tmp .. "/ref-clone"))
-        -- the reference runs log their storage calls elsewhere
-        h.write(refcfg, (h.read(refcfg):gsub(h.q(script):sub(2, -2), tmp .. "/ref-storage.sh")))
-        h.write(tmp .. "/ref-storage.sh", "#!/bin/sh\nexit 0\n")
-        h.capture("chmod +x " .. h.q(tmp .. "/ref-storage.sh"))
+        cfg = h.write(tmp .. "/vmdr.yaml", config(gitsrv.urls(srv, "manifests").http, tmp .. "/clone", script))
+        refcfg = h.write(tmp .. "/ref.yaml", config("file://" .. tmp .. "/ref.git", tmp .. "/ref-clone", refscript))
     end)
     teardown(function()
         if s then s.stop() end
