@@ -28,17 +28,19 @@ describe("source API faults mid-list: reconcile, gc, event_sync", function()
         e.converged()
     end)
 
-    it("500 from the second page of the VM list on: every workflow fails and changes nothing", function()
+    it("500 from the VM list's second page on: every workflow fails, changes nothing", function()
         -- what the next good run must pick up: a label change and an unlabelled VM (an orphan)
         e.label("vm-00001", { fault = "mid-page" })
         e.label("vm-00002", { [SEL] = "false" })
         e.untouched(function()
-            s.admin { fail = { after = 1, count = 1000, status = 500, verb = "GET", path_prefix = VMS } }
+            s.admin { fail = { after = 1, count = 1000, status = 500, verb = "GET",
+                path_prefix = VMS } }
             e.failed(e.run("reconcile"), "listing VirtualMachines", "unavailable", "500")
             local f = s.state().faults.fail
             assert.equals(0, f.after)            -- the first page was served
             assert.equals(1000 - 5, f.count)     -- the second failed, with 4 retries
-            s.admin { fail = { after = 1, count = 1000, status = 500, verb = "GET", path_prefix = VMS } }
+            s.admin { fail = { after = 1, count = 1000, status = 500, verb = "GET",
+                path_prefix = VMS } }
             e.failed(e.run("gc", "-e", "force=true"), "nothing deleted", "500")
             assert.equals(0, s.state().faults.fail.after)
             -- event_sync's own GET of the unlabelled VM fails: it must not be removed
@@ -54,7 +56,7 @@ describe("source API faults mid-list: reconcile, gc, event_sync", function()
         e.converged()
     end)
 
-    it("transient 500s and a 410 on a continue token mid-list: retried, restarted, complete", function()
+    it("transient 500s, a 410 on a continue token: retried, restarted, complete", function()
         e.label("vm-00003", { fault = "transient" })
         s.admin { fail = { after = 1, count = 2, status = 500, verb = "GET", path_prefix = PVCS } }
         local r = e.run("reconcile")
@@ -74,9 +76,11 @@ describe("source API faults mid-list: reconcile, gc, event_sync", function()
     it("410 on the continue token and again on the restart: fails, never a partial list", function()
         e.label("vm-00005", { fault = "gone-twice" })
         e.untouched(function()
-            s.admin { fail = { after = 1, count = 2, status = 410, verb = "GET", path_prefix = VMS } }
+            s.admin { fail = { after = 1, count = 2, status = 410, verb = "GET",
+                path_prefix = VMS } }
             e.failed(e.run("reconcile"), "listing VirtualMachines", "gone")
-            s.admin { fail = { after = 1, count = 2, status = 410, verb = "GET", path_prefix = VMS } }
+            s.admin { fail = { after = 1, count = 2, status = 410, verb = "GET",
+                path_prefix = VMS } }
             e.failed(e.run("gc", "-e", "force=true"), "nothing deleted", "gone")
         end)
         s.admin { clear = true }
@@ -88,7 +92,8 @@ describe("source API faults mid-list: reconcile, gc, event_sync", function()
         e.label("vm-00006", { fault = "pvc-503" })
         local enables = e.calls("enable")
         e.untouched(function()
-            s.admin { fail = { after = 1, count = 1000, status = 503, verb = "GET", path_prefix = PVCS } }
+            s.admin { fail = { after = 1, count = 1000, status = 503, verb = "GET",
+                path_prefix = PVCS } }
             e.failed(e.run("reconcile"), "listing PersistentVolumeClaims", "unavailable", "503")
         end)
         assert.equals(enables, e.calls("enable"))

@@ -26,7 +26,7 @@ describe("source API outages: reconcile, gc, event_sync", function()
     teardown(function() if e then e.stop() end end)
     after_each(function() if s then s.admin { clear = true } end end)
 
-    it("the API down (listener closed): every workflow fails as unreachable, then converges", function()
+    it("the API down (listener closed): all fail as unreachable, then converge", function()
         e.label("vm-00007", { fault = "down" })
         e.label("vm-00008", { [SEL] = "false" })
         local _, before = (h.read(s.stderr_file) or ""):gsub("listener closed", "")
@@ -40,7 +40,8 @@ describe("source API outages: reconcile, gc, event_sync", function()
         e.untouched(function()
             -- one retry: the three runs fit well inside the outage
             e.failed(e.run("reconcile", "-e", "source.retries=1"), "unreachable")
-            e.failed(e.run("gc", "-e", "force=true", "-e", "source.retries=1"), "nothing deleted", "unreachable")
+            e.failed(e.run("gc", "-e", "force=true", "-e", "source.retries=1"), "nothing deleted",
+                "unreachable")
             e.failed(e.event_sync("vm-00008", "-e", "source.retries=1"), "unreachable")
         end)
         dl = t.monotonic() + 60
@@ -54,13 +55,14 @@ describe("source API outages: reconcile, gc, event_sync", function()
         e.converged()
     end)
 
-    it("responses slower than the client timeout: every workflow fails as timeout, then converges", function()
+    it("responses slower than the client timeout: all fail as timeout, then converge", function()
         e.label("vm-00009", { fault = "slow" })
         e.untouched(function()
             s.admin { delay_ms = 2000 }
             local slow = { "-e", "source.timeout=0.3", "-e", "source.retries=1" }
             e.failed(e.run("reconcile", table.unpack(slow)), "timeout")
-            e.failed(e.run("gc", "-e", "force=true", table.unpack(slow)), "nothing deleted", "timeout")
+            e.failed(e.run("gc", "-e", "force=true", table.unpack(slow)), "nothing deleted",
+                "timeout")
             e.failed(e.event_sync("vm-00009", table.unpack(slow)), "timeout")
         end)
         s.admin { clear = true }
@@ -68,7 +70,7 @@ describe("source API outages: reconcile, gc, event_sync", function()
         e.converged()
     end)
 
-    it("a 404 that does not name the VM (API group not served) is not 'gone': nothing removed", function()
+    it("a 404 not naming the VM (API group not served) is not 'gone': nothing removed", function()
         -- vm-00010 unlabelled: a GET answering "the server could not find the requested
         -- resource" must not pass for its confirmation
         e.label("vm-00010", { [SEL] = "false" })
@@ -84,12 +86,14 @@ describe("source API outages: reconcile, gc, event_sync", function()
         e.converged()
     end)
 
-    it("401 after a token rotation, with the stale token file: fails cleanly, then recovers", function()
+    it("401 after a token rotation, the token file stale: fails cleanly, then recovers", function()
         e.label("vm-00011", { fault = "rotated" })
         local new = s.token .. "-rotated"
         e.untouched(function()
             s.admin { token = new }
-            for _, r in ipairs { e.run("reconcile"), e.run("gc", "-e", "force=true"), e.event_sync("vm-00011") } do
+            local runs = { e.run("reconcile"), e.run("gc", "-e", "force=true"),
+                e.event_sync("vm-00011") }
+            for _, r in ipairs(runs) do
                 e.failed(r, "unauthorized", "Unauthorized")
                 assert.is_nil((r.stdout .. r.stderr):find(new, 1, true))
             end

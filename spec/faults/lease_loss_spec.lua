@@ -22,9 +22,12 @@ describe("monitor: the Lease lost mid-batch", function()
     local s, env, a, b
     local gates = {}
 
-    local function vm_path(name) return "/apis/kubevirt.io/v1/namespaces/" .. NS .. "/virtualmachines/" .. name end
+    local function vm_path(name)
+        return "/apis/kubevirt.io/v1/namespaces/" .. NS .. "/virtualmachines/" .. name
+    end
     local function label(name, labels)
-        local r = s.curl { method = "PATCH", path = vm_path(name), content_type = "application/merge-patch+json",
+        local r = s.curl { method = "PATCH", path = vm_path(name),
+            content_type = "application/merge-patch+json",
             body = { metadata = { labels = labels } } }
         assert.equals(200, r.code, r.body)
     end
@@ -42,12 +45,15 @@ describe("monitor: the Lease lost mid-batch", function()
         return l
     end
     local function holder()
-        local r = s.curl { path = "/apis/coordination.k8s.io/v1/namespaces/default/leases/vmdr-monitor" }
+        local r = s.curl { path = "/apis/coordination.k8s.io/v1/namespaces/default/leases/"
+            .. "vmdr-monitor" }
         return r.code == 200 and r.json.spec.holderIdentity or nil
     end
     local function holders()
         local seq = {}
-        for id in env.git("log --reverse --format=%B main"):gmatch("Monitor%-Holder: (%S+)") do seq[#seq + 1] = id end
+        for id in env.git("log --reverse --format=%B main"):gmatch("Monitor%-Holder: (%S+)") do
+            seq[#seq + 1] = id
+        end
         return seq
     end
     local function wait_entered(who)
@@ -76,7 +82,8 @@ if [ "$1" = enable ] && [ -e %s ]; then
     while [ -e %s ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
 fi
 echo "$*" >> %s
-]], h.q(gates[who]), h.q(gates[who]), h.q(gates[who]), h.q(env.tmp .. "/storage-" .. who .. ".log")))
+]], h.q(gates[who]), h.q(gates[who]), h.q(gates[who]),
+                h.q(env.tmp .. "/storage-" .. who .. ".log")))
             h.capture("chmod +x " .. h.q(script))
             return h.write(env.tmp .. "/" .. who .. ".yaml", string.format([[
 git: { workdir: %s/clone-%s }
@@ -98,7 +105,7 @@ monitor: { identity: monitor-%s, debounce: 0.3, lease_duration: %d, lease_namesp
         if s then s.stop() end
     end)
 
-    it("another holder takes the Lease mid-batch: no disable, no commit, steps down; the new one converges", function()
+    it("Lease taken mid-batch: no disable, no commit, steps down; new holder converges", function()
         -- the batch the next leader starts with (its first full-list convergence): a label
         -- change to write and a deleted VM to remove (its mirroring to disable)
         label("vm-00001", { lease = "stolen" })
@@ -125,7 +132,8 @@ monitor: { identity: monitor-%s, debounce: 0.3, lease_duration: %d, lease_namesp
         b = env.start { "-e", "@" .. env.vars.b }
         mon.eventually(function()
             local v = env.vms()
-            return v[NS .. "/vm-00002"] == nil and (v[NS .. "/vm-00001"] or ""):find("lease: stolen") ~= nil
+            return v[NS .. "/vm-00002"] == nil
+                and (v[NS .. "/vm-00001"] or ""):find("lease: stolen") ~= nil
         end, 60, "monitor-b did not converge")
         assert.equals(1, storage_calls("b", "disable"))
         assert.equals(0, storage_calls("a", "disable"))
@@ -133,14 +141,15 @@ monitor: { identity: monitor-%s, debounce: 0.3, lease_duration: %d, lease_namesp
         for _, id in ipairs(holders()) do assert.equals("monitor-b", id) end
     end)
 
-    it("the Lease unreachable past its duration mid-batch: no commit; the holder afterwards converges", function()
+    it("Lease unreachable past its duration mid-batch: no commit; next holder converges", function()
         assert.equals("monitor-b", holder())
         local commits = env.commits()
         close_gate("b")
         label("vm-00003", { lease = "unreachable" })
         wait_entered("b")
         -- every Lease request fails from now on, for longer than the Lease lasts
-        s.admin { fail = { count = 1000000, status = 503, path_prefix = "/apis/coordination.k8s.io" } }
+        s.admin { fail = { count = 1000000, status = 503,
+            path_prefix = "/apis/coordination.k8s.io" } }
         t.sleep(DURATION + 0.5)
         open_gate("b")
         mon.eventually(function() return b.log():find("lost_lease", 1, true) end, 60,

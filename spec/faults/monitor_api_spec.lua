@@ -19,7 +19,9 @@ describe("monitor under source-API faults", function()
     local tmp, s, srv, bare, refcfg, tokfile, storage_log, env, m
     local deleted = {}   -- VMs removed on purpose: the only ones Git may lose
 
-    local function git(dir, args) return h.capture("git --git-dir " .. h.q(dir) .. " " .. args .. " 2>&1") end
+    local function git(dir, args)
+        return h.capture("git --git-dir " .. h.q(dir) .. " " .. args .. " 2>&1")
+    end
     local function commits() return tonumber(git(bare, "rev-list --count main"):match("%d+")) end
     local function calls(op)
         local n = 0
@@ -28,9 +30,12 @@ describe("monitor under source-API faults", function()
         end
         return n
     end
-    local function vm_path(name) return "/apis/kubevirt.io/v1/namespaces/" .. NS .. "/virtualmachines/" .. name end
+    local function vm_path(name)
+        return "/apis/kubevirt.io/v1/namespaces/" .. NS .. "/virtualmachines/" .. name
+    end
     local function label(name, labels)
-        local r = s.curl { method = "PATCH", path = vm_path(name), content_type = "application/merge-patch+json",
+        local r = s.curl { method = "PATCH", path = vm_path(name),
+            content_type = "application/merge-patch+json",
             body = { metadata = { labels = labels } } }
         assert.equals(200, r.code, r.body)
     end
@@ -39,7 +44,8 @@ describe("monitor under source-API faults", function()
         deleted[NS .. "/" .. name] = true
     end
     local function stored_file(name)
-        local r = h.exec { "git", "--git-dir", bare, "show", "main:vms/base/" .. NS .. "/vm-" .. name .. ".yaml" }
+        local r = h.exec { "git", "--git-dir", bare, "show",
+            "main:vms/base/" .. NS .. "/vm-" .. name .. ".yaml" }
         return r.code == 0 and r.stdout or nil
     end
     --- The repository holds what a clean reconcile of the live state makes (eventually).
@@ -47,7 +53,8 @@ describe("monitor under source-API faults", function()
         local ref = tmp .. "/ref.git"
         local t0 = t.monotonic()
         local ok, err = pcall(mon.eventually, function()
-            h.capture("rm -rf " .. h.q(ref) .. " " .. h.q(tmp .. "/ref-clone") .. " && git init -q --bare -b main " .. h.q(ref))
+            h.capture("rm -rf " .. h.q(ref) .. " " .. h.q(tmp .. "/ref-clone")
+                .. " && git init -q --bare -b main " .. h.q(ref))
             local r = h.run { "reconcile", "-c", refcfg }
             assert.equals(0, r.code, r.stderr)
             for _, sub in ipairs { "vms/base", "vms/overlays/dr-east" } do
@@ -71,13 +78,17 @@ describe("monitor under source-API faults", function()
             local _, n = (h.read(s.stderr_file) or ""):gsub("listener closed", "")
             return n > before
         end, 60, "the sim never closed its listener")
-        mon.eventually(function() return s.curl { path = "/version", args = { "--max-time", "2" } }.code == 200 end,
-            60, "the sim never came back")
+        mon.eventually(function()
+            return s.curl { path = "/version", args = { "--max-time", "2" } }.code == 200
+        end, 60, "the sim never came back")
     end
     local function log_has(pat, from)
-        local ok, err = pcall(mon.eventually, function() return m.log():find(pat, from or 1, true) ~= nil end,
-            60, "the monitor never logged " .. pat)
-        if not ok then error(tostring(err) .. "; its log since:\n" .. m.log():sub(from or 1):sub(-3000), 2) end
+        local ok, err = pcall(mon.eventually, function()
+            return m.log():find(pat, from or 1, true) ~= nil
+        end, 60, "the monitor never logged " .. pat)
+        if not ok then
+            error(tostring(err) .. "; its log since:\n" .. m.log():sub(from or 1):sub(-3000), 2)
+        end
     end
 
     setup(function()
@@ -115,7 +126,8 @@ monitor: { debounce: 0.3, lease_duration: 3, lease_namespace: default, resync_in
         end
         -- env.start runs `vmdr-run monitor -c <env.cfg>`: this is that configuration
         h.write(env.cfg, config(gitsrv.urls(srv, "manifests").http, tmp .. "/clone", script))
-        refcfg = h.write(tmp .. "/ref.yaml", config("file://" .. tmp .. "/ref.git", tmp .. "/ref-clone", refscript))
+        refcfg = h.write(tmp .. "/ref.yaml",
+            config("file://" .. tmp .. "/ref.git", tmp .. "/ref-clone", refscript))
         m = env.start()
     end)
     after_each(function() if s then s.admin { clear = true } end end)
@@ -131,7 +143,7 @@ monitor: { debounce: 0.3, lease_duration: 3, lease_namespace: default, resync_in
         assert.matches("Monitor%-Holder: [^\n]+/" .. m.pid, git(bare, "log -1 --format=%B main"))
     end)
 
-    it("every read failing (503: watch, Lease, gets) while VMs change: no commit, no disable; converges after", function()
+    it("every read failing (503) as VMs change: no commit, no disable; then converges", function()
         local c0, from = commits(), #m.log()
         s.admin { fail = { count = 1000000, status = 503, verb = "GET" } }
         -- changes the open watch stream still reports: the batch's own reads fail
@@ -168,7 +180,8 @@ monitor: { debounce: 0.3, lease_duration: 3, lease_namespace: default, resync_in
         -- only that list can bring the claim's label to Git
         s.admin { clear = true }
         local r = s.curl { method = "PATCH", path = "/api/v1/namespaces/" .. NS
-            .. "/persistentvolumeclaims/vm-00001-rootdisk", content_type = "application/merge-patch+json",
+            .. "/persistentvolumeclaims/vm-00001-rootdisk",
+            content_type = "application/merge-patch+json",
             body = { metadata = { labels = { seen = "only-by-a-list" } } } }
         assert.equals(200, r.code, r.body)
         outage(1, { compact = true })
@@ -184,7 +197,7 @@ monitor: { debounce: 0.3, lease_duration: 3, lease_namespace: default, resync_in
         assert.is_nil(m.rc())
     end)
 
-    it("401 after a token rotation, the file still stale: keeps running, writes nothing; then picks the new file up", function()
+    it("401 after a token rotation, stale file: writes nothing; then takes the new file", function()
         local c0, d0, from = commits(), calls("disable"), #m.log()
         local pid = m.pid
         local new = s.token .. "-rotated"

@@ -16,7 +16,9 @@ M.PVCS = "/api/v1/persistentvolumeclaims"
 M.SEL = "dr.demojam.com/enabled"
 
 --- The API path of VM name in M.NS.
-function M.vm_path(name) return "/apis/kubevirt.io/v1/namespaces/" .. M.NS .. "/virtualmachines/" .. name end
+function M.vm_path(name)
+    return "/apis/kubevirt.io/v1/namespaces/" .. M.NS .. "/virtualmachines/" .. name
+end
 
 --- Starts everything; opts.n VMs (12), opts.page_size (5). Returns the environment e:
 --- e.s (the sim), e.run(wf, ...), e.event_sync(name, ...), e.label(name, labels), e.tree(),
@@ -59,10 +61,14 @@ storage:
     disable: [%s, disable, "{spec}"]
 ]], kubeconfig, opts.page_size or 5, url, workdir, srv.token_file, sh, sh)
     end
-    local cfg = h.write(tmp .. "/vmdr.yaml", config(gitsrv.urls(srv, "manifests").http, tmp .. "/clone", script))
-    local refcfg = h.write(tmp .. "/ref.yaml", config("file://" .. tmp .. "/ref.git", tmp .. "/ref-clone", refscript))
+    local cfg = h.write(tmp .. "/vmdr.yaml",
+        config(gitsrv.urls(srv, "manifests").http, tmp .. "/clone", script))
+    local refcfg = h.write(tmp .. "/ref.yaml",
+        config("file://" .. tmp .. "/ref.git", tmp .. "/ref-clone", refscript))
 
-    local function git(dir, args) return h.capture("git --git-dir " .. h.q(dir) .. " " .. args .. " 2>&1") end
+    local function git(dir, args)
+        return h.capture("git --git-dir " .. h.q(dir) .. " " .. args .. " 2>&1")
+    end
     function e.tree() return git(bare, "rev-parse main^{tree}"):match("%x+") end
     function e.stored()
         local out = {}
@@ -99,18 +105,21 @@ storage:
     end
     --- Patches a VM's labels with curl (an independent client; follows a token rotation).
     function e.label(name, labels)
-        local r = s.curl { method = "PATCH", path = M.vm_path(name), content_type = "application/merge-patch+json",
+        local r = s.curl { method = "PATCH", path = M.vm_path(name),
+            content_type = "application/merge-patch+json",
             body = { metadata = { labels = labels } } }
         assert(r.code == 200, "PATCH " .. name .. ": " .. r.code .. " " .. r.body)
     end
     --- The repository holds the base and overlay trees a clean reconcile makes now.
     function e.converged()
         local ref = tmp .. "/ref.git"
-        h.capture("rm -rf " .. h.q(ref) .. " " .. h.q(tmp .. "/ref-clone") .. " && git init -q --bare -b main " .. h.q(ref))
+        h.capture("rm -rf " .. h.q(ref) .. " " .. h.q(tmp .. "/ref-clone")
+            .. " && git init -q --bare -b main " .. h.q(ref))
         local r = h.run { "reconcile", "-c", refcfg }
         assert(r.code == 0, "reference reconcile: " .. r.stderr)
         for _, sub in ipairs { "vms/base", "vms/overlays/dr-east" } do
-            local want, got = git(ref, "rev-parse main:" .. sub), git(bare, "rev-parse main:" .. sub)
+            local want = git(ref, "rev-parse main:" .. sub)
+            local got = git(bare, "rev-parse main:" .. sub)
             assert(want == got, sub .. " differs from a clean reconcile's")
         end
     end
