@@ -8,8 +8,8 @@
 --   error); if it fails, nothing is deleted;
 -- * an empty live list while Git holds VMs, or orphans above gc.max_delete_fraction
 --   of the VMs in Git, is refused unless -e force=true;
--- * every orphan is confirmed with its own GET: 404, or present without the DR
---   label; any other answer aborts the whole run;
+-- * every orphan is confirmed with its own GET: a 404 naming it, or present without
+--   the DR label; any other answer (a 404 naming nothing included) aborts the whole run;
 -- * mirroring is disabled first (never for an image that is primary on the DR
 --   side: the storage driver refuses), then the files, their kustomization
 --   entries and empty directories go in one commit.
@@ -75,7 +75,7 @@ local result, terr = repo.transaction(ctx, function(tx)
         local vm, err = src:get("virtualmachines.kubevirt.io", e.ns, e.name)
         if vm and dr.is_protected(ctx, vm) then
             log.info("still protected (appeared since the list): kept", { vm = e.ns .. "/" .. e.name })
-        elseif vm or err.code == "not_found" then
+        elseif vm or dr.confirmed_gone(err, e.name) then
             orphans[#orphans + 1] = e
         else
             return nil, dr.err(err.code or "failed", "confirming %s/%s: %s; nothing removed", e.ns, e.name,

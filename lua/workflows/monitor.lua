@@ -49,8 +49,7 @@ if not storage then return nil, "storage: " .. tostring(serr) end
 -- The watch gets a client (a connection pool) of its own, so the long-lived stream and the
 -- batches' and the Lease's requests never wait on one another.
 local k8s = require "vmdr.k8s"
-local wsrc, werr0 = k8s.client { kubeconfig = ctx.config.source and ctx.config.source.kubeconfig,
-    context = ctx.config.source and ctx.config.source.context }
+local wsrc, werr0 = k8s.client(dr.client_opts(ctx, "source"))
 if not wsrc then return nil, "source cluster: " .. tostring(werr0) end
 
 local el = lease.new(src, {

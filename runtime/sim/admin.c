@@ -17,6 +17,7 @@ cJSON *sim__faults_json(sim_server *srv)
     cJSON *j = cJSON_CreateObject();
     cJSON *fail = cJSON_CreateObject();
     sim_j_set(fail, "count", cJSON_CreateNumber(f->fail.count));
+    sim_j_set(fail, "after", cJSON_CreateNumber(f->fail.after));
     sim_j_set(fail, "status", cJSON_CreateNumber(f->fail.status));
     sim_j_set(fail, "retry_after", cJSON_CreateNumber(f->fail.retry_after));
     sim_j_set_str(fail, "verb", f->fail.verb);
@@ -67,7 +68,7 @@ int sim_faults_apply(sim_server *srv, const char *json, vmdr_err *err)
     }
     static const char *const known[] = {
         "fail",   "drop_watch_after",  "delay_ms", "reject_auth", "compact", "restart",
-        "garble", "bookmark_interval", "clear",    "gzip",        NULL};
+        "garble", "bookmark_interval", "clear",    "gzip",        "token",   NULL};
     const cJSON *it;
     cJSON_ArrayForEach(it, j)
     {
@@ -113,6 +114,10 @@ int sim_faults_apply(sim_server *srv, const char *json, vmdr_err *err)
             goto done;
         if (rc == 0)
             f.fail.retry_after = (int)d;
+        if ((rc = num(fail, "after", 0, 1e9, &d, err)) < 0)
+            goto done;
+        if (rc == 0)
+            f.fail.after = (int)d;
         if ((rc = copy_str(f.fail.verb, sizeof f.fail.verb, cJSON_GetObjectItem(fail, "verb"),
                            "fail.verb", err)) ||
             (rc = copy_str(f.fail.prefix, sizeof f.fail.prefix,
@@ -166,6 +171,13 @@ int sim_faults_apply(sim_server *srv, const char *json, vmdr_err *err)
                            cJSON_GetObjectItem(g, "path_prefix"), "garble.path_prefix", err)))
             goto done;
     }
+    const cJSON *tok = cJSON_GetObjectItem(j, "token");
+    if (tok && (!cJSON_IsString(tok) || !*tok->valuestring || strlen(tok->valuestring) > 4096 ||
+                strpbrk(tok->valuestring, " \t\r\n"))) {
+        rc = vmdr_err_set(err, "invalid", 400,
+                          "faults: token must be a non-empty string without white space");
+        goto done;
+    }
     double restart = 0;
     if ((rc = num(j, "restart", 0, 3600, &restart, err)) < 0)
         goto done;
@@ -173,6 +185,12 @@ int sim_faults_apply(sim_server *srv, const char *json, vmdr_err *err)
     rc = 0;
     pthread_mutex_lock(&srv->fmu);
     srv->faults = f;
+    if (tok) {
+        /* a token rotation: from now on only the new token is accepted (a setting, not a
+         * fault: clear keeps it) */
+        free(srv->token);
+        srv->token = sim_xstrdup(tok->valuestring);
+    }
     if (restart > 0)
         srv->restart_seconds = (int)(restart + 0.999);
     pthread_mutex_unlock(&srv->fmu);
@@ -243,10 +261,15 @@ int sim__faults_before(ctx *x, enum MHD_Result *rc)
     int fail = 0, status = 0, retry = 0;
     if (f->fail.count > 0 && (!*f->fail.verb || !strcasecmp(f->fail.verb, x->method)) &&
         (!*f->fail.prefix || !strncmp(x->url, f->fail.prefix, strlen(f->fail.prefix)))) {
-        f->fail.count--;
-        fail = 1;
-        status = f->fail.status;
-        retry = f->fail.retry_after;
+        if (f->fail.after > 0) {
+            /* let this one through: "fail the second page" is after = 1 */
+            f->fail.after--;
+        } else {
+            f->fail.count--;
+            fail = 1;
+            status = f->fail.status;
+            retry = f->fail.retry_after;
+        }
     }
     if (f->garble_count > 0 &&
         (!*f->garble_prefix || !strncmp(x->url, f->garble_prefix, strlen(f->garble_prefix)))) {

@@ -334,17 +334,25 @@ static enum MHD_Result resource(ctx *x, char **seg, int nseg, int *handled)
 static int token_ok(ctx *x)
 {
     const char *h = MHD_lookup_connection_value(x->c, MHD_HEADER_KIND, "Authorization");
-    if (!x->srv->token || !h || strncasecmp(h, "Bearer ", 7))
+    if (!h || strncasecmp(h, "Bearer ", 7))
         return 0;
     const char *t = h + 7;
     while (*t == ' ')
         t++;
-    size_t a = strlen(t), b = strlen(x->srv->token);
-    /* constant-time compare: the sim may listen beyond loopback for a demo */
-    unsigned diff = (unsigned)(a ^ b);
-    for (size_t i = 0; i < a && i < b; i++)
-        diff |= (unsigned)(t[i] ^ x->srv->token[i]);
-    return diff == 0;
+    /* the admin endpoint may rotate the token while other threads compare it */
+    pthread_mutex_lock(&x->srv->fmu);
+    const char *want = x->srv->token;
+    int ok = 0;
+    if (want) {
+        size_t a = strlen(t), b = strlen(want);
+        /* constant-time compare: the sim may listen beyond loopback for a demo */
+        unsigned diff = (unsigned)(a ^ b);
+        for (size_t i = 0; i < a && i < b; i++)
+            diff |= (unsigned)(t[i] ^ want[i]);
+        ok = diff == 0;
+    }
+    pthread_mutex_unlock(&x->srv->fmu);
+    return ok;
 }
 
 static int cert_ok(ctx *x)
@@ -367,7 +375,10 @@ static int cert_ok(ctx *x)
 
 int sim__authenticated(ctx *x)
 {
-    if (!x->srv->token && !x->srv->client_ca)
+    pthread_mutex_lock(&x->srv->fmu);
+    int open = !x->srv->token && !x->srv->client_ca;
+    pthread_mutex_unlock(&x->srv->fmu);
+    if (open)
         return 1;
     return token_ok(x) || cert_ok(x);
 }

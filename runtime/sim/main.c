@@ -306,7 +306,7 @@ int main(int argc, char **argv)
         fputs("vmdr-sim: the token is empty\n", stderr);
         return 2;
     }
-    srv.token = token;
+    srv.token = token ? sim_xstrdup(token) : NULL;
     srv.tls = tls;
     srv.quiet = quiet;
     srv.verbose = verbose;
@@ -462,5 +462,6 @@ int main(int argc, char **argv)
     free(key_pem);
     free(srv.ca_pem);
     free(tokbuf);
+    free(srv.token);
     return 0;
 }

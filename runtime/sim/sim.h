@@ -210,6 +210,7 @@ cJSON *sim_yaml_parse_all(const char *text, size_t len, vmdr_err *err);
 /* ---- http.c -------------------------------------------------------------------------- */
 typedef struct sim_fail_rule {
     int count; /* requests still to fail */
+    int after; /* matching requests still to let through before failing ("fail the K+1-th") */
     int status;
     int retry_after;  /* seconds, for 429/503; 0 = no header */
     char verb[16];    /* "" = any */
@@ -232,7 +233,7 @@ typedef struct sim_server {
     sim_store store;
     pthread_mutex_t fmu; /* guards faults */
     sim_faults faults;
-    const char *token; /* NULL: no bearer auth */
+    char *token; /* owned; NULL: no bearer auth; guarded by fmu (the admin key rotates it) */
     int client_ca;     /* client certificates are checked */
     char *ca_pem;      /* --client-ca contents (GnuTLS trust) */
     int tls;

@@ -142,6 +142,8 @@ function M.start(opts)
   function s.admin(faults)
     local r = s.curl { method = "POST", path = "/_sim/faults", body = encode(faults) }
     if r.code ~= 200 then error("vmdr-sim /_sim/faults: " .. r.code .. " " .. r.body, 2) end
+    -- a token rotation applies to this endpoint too: use the new one from now on
+    if type(faults.token) == "string" then s.token = faults.token end
     return r.json
   end
 

@@ -27,9 +27,18 @@ M.schema = {
   source = { type = "map" },
   ["source.kubeconfig"] = { type = "string" },
   ["source.context"] = { type = "string" },
+  ["source.timeout"] = { type = "number", min = 0.05, max = 3600,
+    doc = "seconds per API call (vmdr.k8s timeout, default 30)" },
+  ["source.retries"] = { type = "integer", min = 0, max = 100,
+    doc = "retries of a failed idempotent API call (default 4)" },
+  ["source.page_size"] = { type = "integer", min = 0, max = 100000,
+    doc = "items per list page (limit/continue; 0: one request; default 500)" },
   dr = { type = "map" },
   ["dr.kubeconfig"] = { type = "string" },
   ["dr.context"] = { type = "string" },
+  ["dr.timeout"] = { type = "number", min = 0.05, max = 3600 },
+  ["dr.retries"] = { type = "integer", min = 0, max = 100 },
+  ["dr.page_size"] = { type = "integer", min = 0, max = 100000 },
   git = { type = "map" },
   ["git.url"] = { type = "string", doc = "file://, https:// or ssh:// URL of the manifests repo" },
   ["git.branch"] = { type = "string" },
@@ -123,6 +132,12 @@ M.schema = {
   ["status.max_rpo"] = { type = "number", min = 0,
     doc = "seconds: VMs whose measured RPO is larger are flagged (status exits 1)" },
 }
+
+-- the exec storage driver's commands: one argv template per operation
+for _, op in ipairs { "enable", "disable", "promote", "demote", "resync", "snapshot", "wait_synced",
+    "status" } do
+  M.schema["storage.exec." .. op] = { type = "list", doc = "argv template of the exec driver's " .. op }
+end
 
 local DEFAULTS = {
   label_selector = "dr.demojam.com/enabled=true",

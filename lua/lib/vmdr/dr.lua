@@ -60,6 +60,18 @@ function M.layout(ctx)
     return lay
 end
 
+--- The vmdr.k8s.client options for "source" or "dr" from the configuration section:
+--- kubeconfig, context, timeout, retries, page_size (unset: the client's defaults).
+---@param ctx table
+---@param site "source"|"dr"
+---@return table opts
+function M.client_opts(ctx, site)
+    local sec = ctx.config[site] or {}
+    return { kubeconfig = sec.kubeconfig, context = sec.context, timeout = tonumber(sec.timeout),
+        retries = math.tointeger(tonumber(sec.retries)),
+        page_size = math.tointeger(tonumber(sec.page_size)) }
+end
+
 --- A Kubernetes client for "source" or "dr" (config `source:` / `dr:`; in-cluster
 --- when the section names no kubeconfig).
 ---@param ctx table
@@ -70,7 +82,7 @@ function M.client(ctx, site)
     if ctx.clients[site] then return ctx.clients[site] end
     local k8s = require "vmdr.k8s"
     local sec = ctx.config[site] or {}
-    local c, err = k8s.client { kubeconfig = sec.kubeconfig, context = sec.context }
+    local c, err = k8s.client(M.client_opts(ctx, site))
     if not c then
         -- a configured kubeconfig that cannot be read or used is the configuration's fault:
         -- exit 2 (none configured and not in a pod stays the workflow's call: failback
@@ -173,6 +185,19 @@ function M.labels(obj)
     local md = type(obj) == "table" and obj.metadata
     local labels = type(md) == "table" and md.labels
     return type(labels) == "table" and labels or {}
+end
+
+--- Whether err (from a GET of ns/name) confirms that the object does not exist: a 404
+--- whose Status names it, as kube-apiserver's NotFound for an object does
+--- (details.name). A 404 that names nothing ("the server could not find the requested
+--- resource": the API group not served during an upgrade, a proxy's error page) says
+--- nothing about the object, and taking it for "gone" would delete a protected VM.
+---@param err table|nil
+---@param name string
+---@return boolean
+function M.confirmed_gone(err, name)
+    return type(err) == "table" and err.code == "not_found" and type(err.details) == "table"
+        and err.details.name == name
 end
 
 --- Whether a VM object matches the DR label selector of the configuration.

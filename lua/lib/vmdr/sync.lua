@@ -472,7 +472,8 @@ local function split_key(k)
 end
 
 --- Reads the VMs named by keys fresh from the API: protected (to export), gone
---- (confirmed by their own GET: 404, or present without the DR label) or failed.
+--- (confirmed by their own GET: a 404 naming the VM, or present without the DR label)
+--- or failed.
 local function fetch_vms(ctx, client, keys, live)
     local by_key, protected, gone, failed = {}, {}, {}, {}
     if live then
@@ -498,7 +499,7 @@ local function fetch_vms(ctx, client, keys, live)
             vm.kind = vm.kind or "VirtualMachine"
             vm.apiVersion = vm.apiVersion or "kubevirt.io/v1"
             protected[#protected + 1] = vm
-        elseif vm or err.code == "not_found" then
+        elseif vm or dr.confirmed_gone(err, name) then
             gone[#gone + 1] = k
         else
             if err.code == "interrupted" then return nil, err end
@@ -569,8 +570,9 @@ end
 --- be enabled/disabled, is left as it is in Git and reported with retry = true.
 --- opts: live = VM objects known current (a watch's RESYNC list: no GET for those; any
 --- key not among them is confirmed with its own GET), message = fn(summary) -> commit
---- message, may_commit = fn() -> true | false, err (asked right before the commit; false
---- aborts the transaction: nothing is committed).
+--- message, may_commit = fn() -> true | false, err (asked before the first mirroring is
+--- disabled and right before the commit; false aborts the transaction: nothing is
+--- disabled or committed from then on).
 --- Result: { commit = id|false, written = {key...}, unchanged = n, removed = {key...},
 ---   failed = { {key=, err=, retry=} }, diff = } or nil, err (API or repository failure:
 ---   nothing committed).
@@ -650,6 +652,13 @@ function M.export_vms(ctx, client, keys, opts)
             lap("written")
             if not stats then return nil, werr end
             summary.written, summary.unchanged = stats.changed_vms, stats.unchanged
+        end
+        -- disabling mirroring is not undone by leaving the commit out: a writer that lost
+        -- its right to write (the monitor's Lease) during a long batch must find out before
+        -- it disables anything, not only at the commit
+        if #gone > 0 and opts.may_commit then
+            local ok, why = opts.may_commit()
+            if not ok then return nil, why or dr.err("lost_lease", "no longer allowed to write") end
         end
         local entries, leaving = {}, {}
         for _, k in ipairs(gone) do
