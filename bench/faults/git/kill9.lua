@@ -7,6 +7,9 @@ local t = require "vmdr.time"
 
 local n = tonumber(args[1]) or 20
 local vms = tonumber(args[2]) or 300
+-- the delays are drawn from [from, 1] x one reconcile's duration: 0.6 aims at the
+-- commit and the push, which come last
+local from = tonumber(args[3]) or 0
 local seed = tonumber(os.getenv("VMDR_FAULT_SEED") or "") or os.time()
 math.randomseed(seed)
 
@@ -19,12 +22,12 @@ local ok, err = pcall(function()
     assert(r.code == 0, r.stdout .. r.stderr)
     E.complete()
     print(string.format("kill -9 at %d random moments of a reconcile of %d VMs over smart HTTP "
-        .. "(one takes %.2f s; seed %d)", n, vms, duration, seed))
+        .. "(one takes %.2f s; delays in [%.1f, 1] of it; seed %d)", n, vms, duration, from, seed))
     print("| # | delay (s) | exit | remote after the kill | left in the clone | next run |")
     print("|---:|---:|---:|---|---|---|")
     for i = 1, n do
         local old = E.orphan("rewritten before kill " .. i)
-        local delay = math.random() * duration
+        local delay = (from + math.random() * (1 - from)) * duration
         local p = E.spawn("reconcile", nil, "k" .. i)
         t.sleep(delay)
         p.signal("KILL")
