@@ -6,6 +6,9 @@
 
 #include "git.h"
 
+/* Appended to an error caused by ENOSPC, so the log names the cause an operator fixes. */
+#define NOSPACE_HINT " (ENOSPC: the disk holding the clone is full)"
+
 typedef struct git_change {
     char *path;
     git_oid oid;

@@ -317,6 +317,7 @@ int vmdr_git_fetch(vmdr_git_repo *r, vmdr_err *e)
     char *specs[1] = {spec};
     git_strarray refspecs = {specs, 1};
     git_fetch_options fo;
+    errno = 0; /* see vmdr_git__set_error */
 
     git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
     vmdr_err_clear(&n.err);
@@ -424,6 +425,7 @@ int vmdr_git_push(vmdr_git_repo *r, vmdr_err *e)
     git_strarray refspecs = {specs, 1};
     git_push_options po;
     int rc;
+    errno = 0; /* see vmdr_git__set_error */
 
     git_push_options_init(&po, GIT_PUSH_OPTIONS_VERSION);
     vmdr_err_clear(&n.err);

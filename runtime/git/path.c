@@ -89,8 +89,9 @@ int vmdr_git__write_file(const char *workdir, const char *path, const char *data
                 }
             }
             if (lstat(full, &st) != 0 && mkdir(full, 0755) != 0) {
-                vmdr_err_set(e, "io", errno, "cannot create '%s': %s", full + root,
-                             strerror(errno));
+                int err = errno;
+                vmdr_err_set(e, "io", err, "cannot create '%s': %s%s", full + root,
+                             strerror(err), err == ENOSPC ? NOSPACE_HINT : "");
                 *s = '/';
                 return -1;
             }
@@ -109,8 +110,11 @@ int vmdr_git__write_file(const char *workdir, const char *path, const char *data
         fd = open(full, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0 && errno == EISDIR)
         return vmdr_err_set(e, "invalid", 0, "'%s' is a directory", path);
-    if (fd < 0)
-        return vmdr_err_set(e, "io", errno, "cannot write '%s': %s", path, strerror(errno));
+    if (fd < 0) {
+        int err = errno;
+        return vmdr_err_set(e, "io", err, "cannot write '%s': %s%s", path, strerror(err),
+                            err == ENOSPC ? NOSPACE_HINT : "");
+    }
     size_t off = 0;
     while (off < len) {
         ssize_t w = write(fd, data + off, len - off);
@@ -119,12 +123,16 @@ int vmdr_git__write_file(const char *workdir, const char *path, const char *data
         if (w < 0) {
             int err = errno;
             close(fd);
-            return vmdr_err_set(e, "io", err, "cannot write '%s': %s", path, strerror(err));
+            return vmdr_err_set(e, "io", err, "cannot write '%s': %s%s", path, strerror(err),
+                                err == ENOSPC ? NOSPACE_HINT : "");
         }
         off += (size_t)w;
     }
-    if (close(fd) != 0)
-        return vmdr_err_set(e, "io", errno, "cannot write '%s': %s", path, strerror(errno));
+    if (close(fd) != 0) {
+        int err = errno;
+        return vmdr_err_set(e, "io", err, "cannot write '%s': %s%s", path, strerror(err),
+                            err == ENOSPC ? NOSPACE_HINT : "");
+    }
     return 0;
 }
 

@@ -29,6 +29,10 @@ static char *dupstr(const char *s)
 
 int vmdr_git__set_error(vmdr_err *e, int rc, const char *what)
 {
+    /* Read first: the operations that write clear errno on entry, so ENOSPC here is from a
+     * write of this operation, even when libgit2 1.5 reports it as "unknown error" (a pack
+     * index) or as a missing reference (a reflog append). */
+    int os_err = errno;
     /* Copied now: the next libgit2 call would overwrite it (STYLE: no stale last-error). */
     const git_error *ge = git_error_last();
     const char *msg = ge && ge->message ? ge->message : "unknown error";
@@ -58,7 +62,13 @@ int vmdr_git__set_error(vmdr_err *e, int rc, const char *what)
             code = "unreachable";
         break;
     }
-    vmdr_err_set(e, code, rc, "%s: %s", what, msg);
+    /* A full disk is the operator's to fix, not a Git problem: say so by name. */
+    int nospace = os_err == ENOSPC || strstr(msg, "No space left on device") != NULL;
+    if (nospace)
+        code = "io";
+    if (!ge && nospace)
+        msg = strerror(ENOSPC);
+    vmdr_err_set(e, code, rc, "%s: %s%s", what, msg, nospace ? NOSPACE_HINT : "");
     size_t l = strlen(e->message);
     while (l > 0 && (e->message[l - 1] == '\n' || e->message[l - 1] == ' '))
         e->message[--l] = '\0';
@@ -339,6 +349,7 @@ static int check_url(const char *url, vmdr_err *e)
 
 int vmdr_git_open(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o, vmdr_err *e)
 {
+    errno = 0; /* see vmdr_git__set_error */
     *out = NULL;
     if (check_url(o->url, e) < 0)
         return -1;
@@ -400,6 +411,7 @@ static int partial_init(const char *path, int bare)
 
 int vmdr_git_clone(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o, vmdr_err *e)
 {
+    errno = 0; /* see vmdr_git__set_error */
     *out = NULL;
     if (!o->url)
         return vmdr_err_set(e, "invalid", 0, "clone needs a url");
@@ -922,6 +934,7 @@ int vmdr_git_commit(vmdr_git_repo *r, const char *msg, const char *name, const c
     git_oid pid, cid;
     int born = 0, ret = -1;
 
+    errno = 0; /* see vmdr_git__set_error */
     *changed = 0;
     out_hex[0] = '\0';
     if (ensure_built(r, e) < 0 || vmdr_git__head_tree(r, &head, e) < 0)
@@ -1036,6 +1049,7 @@ int vmdr_git_diff(vmdr_git_repo *r, char **out, size_t *len, vmdr_err *e)
 
 int vmdr_git_reset_to_remote(vmdr_git_repo *r, vmdr_err *e)
 {
+    errno = 0; /* see vmdr_git__set_error */
     git_oid target;
     git_object *commit = NULL;
     git_tree *tree = NULL, *head = NULL;

@@ -129,8 +129,11 @@ local function number(v, default)
 end
 
 --- The object fn receives: reads see the remote state plus fn's own writes.
+--- A write or remove that fails (disk full, an invalid path) is kept in tx.failed even
+--- when fn goes on: the transaction then commits nothing, since the tree would lack a
+--- file fn meant to change (a VM file without its kustomization entry, or the reverse).
 local function new_tx(r)
-  local tx = { message = nil, writes = 0, removes = 0 }
+  local tx = { message = nil, writes = 0, removes = 0, failed = nil }
   ---@param path string
   ---@return string|nil bytes, table|nil err
   function tx:read(path, opts) return r:read(path, opts) end
@@ -144,6 +147,7 @@ local function new_tx(r)
   function tx:write(path, bytes)
     local changed, second = r:write(path, bytes)
     if changed then self.writes = self.writes + 1 end
+    if changed == nil then self.failed = self.failed or second end
     return changed, second
   end
   ---@param path string
@@ -151,6 +155,7 @@ local function new_tx(r)
   function tx:remove(path)
     local removed, err = r:remove(path)
     if removed then self.removes = self.removes + 1 end
+    if removed == nil then self.failed = self.failed or err end
     return removed, err
   end
   --- Sets the commit message.
@@ -253,6 +258,13 @@ function M.transaction(ctx, fn, opts)
     if value == nil and ferr ~= nil then
       r:reset_to_remote()
       return nil, ferr
+    end
+    if tx.failed then
+      -- fn went on after a failed write: committing would push a tree missing it
+      r:reset_to_remote()
+      local e = tx.failed
+      return nil, setmetatable({ code = e.code or "io", status = e.status or 0,
+        message = "a write failed, nothing committed: " .. tostring(e.message or e) }, err_mt)
     end
     local msg = tx.message or opts.message or "vmdr: update manifests"
     -- a site's hooks.lua may format every commit message (ticket numbers, sign-offs)
