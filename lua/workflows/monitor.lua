@@ -243,6 +243,9 @@ local loop_ok, loop_err = pcall(function()
     end
 end)
 if not loop_ok and not signal.pending() then error(loop_err, 0) end
+-- the stop is ours to finish: the signal must not abort the hand-over and clean-up below
+-- (nor the host's epilogue) at whichever instruction the interrupt hook next runs
+if signal.pending() then signal.handled() end
 -- hand over: the next candidate takes the Lease at its next round
 local ok, rerr = signal.hold(function() return el:release() end)
 if not ok then log.warn("lease not released (it will expire)", { err = tostring(rerr) }) end
