@@ -92,6 +92,7 @@ M.schema = {
   ["storage.ceph.timeout"] = { type = "number", min = 0 },
   ["storage.ceph.peer_timeout"] = { type = "number", min = 0 },
   ["storage.exec"] = { type = "map" },
+  ["storage.exec.timeout"] = { type = "number", min = 0, doc = "seconds per command" },
   monitor = { type = "map" },
   ["monitor.debounce"] = { type = "number", min = 0, max = 86400,
     doc = "quiet period (seconds) after a VM's last event before it is synced" },
@@ -107,6 +108,13 @@ M.schema = {
   ["status.max_rpo"] = { type = "number", min = 0,
     doc = "seconds: VMs whose measured RPO is larger are flagged (status exits 1)" },
 }
+
+-- the exec driver's commands: an argv template per storage operation
+for _, op in ipairs { "enable", "disable", "promote", "demote", "resync", "snapshot",
+    "wait_synced", "status" } do
+  M.schema["storage.exec." .. op] = { type = "list",
+    doc = "argv of the " .. op .. " command ({pool} {namespace} {image} {spec} {pv} {site} {force})" }
+end
 
 local DEFAULTS = {
   label_selector = "dr.demojam.com/enabled=true",
