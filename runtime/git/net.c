@@ -230,7 +230,7 @@ static int cert_cb(git_cert *cert, int valid, const char *host, void *payload)
         return check_host_key(n, (const git_cert_hostkey *)cert, host);
     if (valid)
         return 0;
-    return cb_fail(n, "auth", "TLS certificate of %s is not trusted%s (give its CA as "
+    return cb_fail(n, "tls", "TLS certificate of %s is not trusted%s (give its CA as "
                    "git.ca_file)", host, "");
 }
 

@@ -37,7 +37,7 @@ int vmdr_git__set_error(vmdr_err *e, int rc, const char *what)
     switch (rc) {
     case GIT_ENOTFOUND: code = "not_found"; break;
     case GIT_EAUTH:
-    case GIT_ECERTIFICATE: code = "auth"; break;
+    case GIT_ECERTIFICATE: code = "tls"; break; /* as vmdr.k8s: not a credential problem */
     case GIT_ENONFASTFORWARD: code = "rejected"; break;
     case GIT_ELOCKED:
     case GIT_EMODIFIED:
