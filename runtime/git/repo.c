@@ -253,7 +253,6 @@ static int setup(vmdr_git_repo *r, const vmdr_git_opts *o, vmdr_err *e)
     int rc;
     git_config *cfg = NULL;
     git_odb *odb = NULL;
-    git_remote *remote = NULL;
     const char *branch = o->branch && *o->branch ? o->branch : "main";
     char buf[1024];
 
@@ -308,24 +307,29 @@ static int setup(vmdr_git_repo *r, const vmdr_git_opts *o, vmdr_err *e)
      * expressions against the config, and libgit2 1.5 leaks the PCRE2 match data (with
      * PCRE2 >= 10.41 its ~20 KiB of frames) on every non-match (fixed in libgit2 1.6). A
      * monitor opens the clone for every batch: it grew ~450 KiB a commit. */
+    /* The remote is written as plain config entries for the same reason (creating it with
+     * git_remote_create_* runs the insteadOf expressions). */
     git_buf url = {0};
     rc = git_config_get_string_buf(&url, cfg, "remote.origin.url");
-    git_config_free(cfg);
     if (rc == GIT_ENOTFOUND) {
         git_error_clear();
-        if (!o->url)
+        if (!o->url) {
+            git_config_free(cfg);
             return vmdr_err_set(e, "invalid", 0, "the clone has no remote 'origin' and no url");
+        }
         snprintf(buf, sizeof buf, "+%s:%s", r->local_ref, r->remote_ref);
-        rc = git_remote_create_with_fetchspec(&remote, r->repo, "origin", o->url, buf);
-        git_remote_free(remote);
+        rc = git_config_set_string(cfg, "remote.origin.url", o->url);
+        if (rc == 0)
+            rc = git_config_set_string(cfg, "remote.origin.fetch", buf);
         r->url = strdup(o->url);
     } else if (rc == 0 && o->url && strcmp(url.ptr, o->url) != 0) {
-        rc = git_remote_set_url(r->repo, "origin", o->url);
+        rc = git_config_set_string(cfg, "remote.origin.url", o->url);
         r->url = strdup(o->url);
     } else if (rc == 0) {
         r->url = strdup(url.ptr);
     }
     git_buf_dispose(&url);
+    git_config_free(cfg);
     if (rc < 0)
         return vmdr_git__set_error(e, rc, "cannot set the remote");
 
