@@ -58,6 +58,7 @@ spec:
 end
 
 -- exec driver runs
+local monitor_pid   -- killed on the way out whatever happens
 local fx = tmp .. "/fx"
 site(fx, { "img-a", "img-b" })
 local s = sim.start { fixtures = fx, tls = true, token = true }
@@ -107,6 +108,7 @@ relocate: { stop_timeout: 20, sync_timeout: 5 }
     assert(h.sh(string.format("env %s %s monitor -c %s -v >%s/out 2>%s/err & echo $! >%s/pid",
         table.concat(e, " "), h.q(h.vmdr_run), h.q(cfg), h.q(d), h.q(d), h.q(d))) == 0)
     local t = require "vmdr.time"
+    monitor_pid = (h.read(d .. "/pid") or ""):match("%d+")
     local dl = t.monotonic() + 120
     while not (h.read(d .. "/err") or ""):find("batch synced") do
         assert(t.monotonic() < dl, "the monitor never synced: " .. (h.read(d .. "/err") or ""))
@@ -117,10 +119,12 @@ relocate: { stop_timeout: 20, sync_timeout: 5 }
         t.sleep(0.5)
     end
     local pid = h.read(d .. "/pid"):match("%d+")
+    monitor_pid = nil
     h.sh("kill -TERM " .. pid)
     while h.sh("kill -0 " .. pid .. " 2>/dev/null") == 0 do t.sleep(0.1) end
     check("monitor (5 events, SIGTERM)", { code = 0, stderr = h.read(d .. "/err") or "" })
 end)
+if monitor_pid then h.sh("kill -KILL " .. monitor_pid .. " 2>/dev/null") end
 s.stop()
 if not ok then error(err, 0) end
 
