@@ -567,6 +567,35 @@ static const char **check_strv(lua_State *L, int idx, const char *what)
     return b->v;
 }
 
+extern char **environ;
+
+/* add, plus a bare "K" (remove K) for each inherited variable whose value holds a
+ * registered secret: a credential plugin needs the kubeconfig's env, not vmdr's Git
+ * token (readable in /proc by the plugin's user, and in its core dumps). A variable
+ * the kubeconfig sets itself is passed as set. The vector is anchored on the stack. */
+static const char **drop_secret_env(lua_State *L, const char **add)
+{
+    size_t na = 0, ne = 0, o = 0;
+    while (add[na])
+        na++;
+    while (environ && environ[ne])
+        ne++;
+    lua_createtable(L, (int)(na + ne), 0); /* stack: ... anchors */
+    int anchors = lua_gettop(L);
+    for (size_t i = 0; i < na; i++) {
+        lua_pushstring(L, add[i]);
+        lua_rawseti(L, anchors, (lua_Integer)++o);
+    }
+    for (size_t i = 0; i < ne; i++) {
+        const char *eq = strchr(environ[i], '=');
+        if (eq == NULL || !vmdr_secret_in(L, eq + 1, strlen(eq + 1)))
+            continue;
+        lua_pushlstring(L, environ[i], (size_t)(eq - environ[i]));
+        lua_rawseti(L, anchors, (lua_Integer)++o);
+    }
+    return check_strv(L, anchors, "env");
+}
+
 /* k8s.exec(argv, env, timeout) -> { status=, stdout=, stderr= } | nil, err
  * argv: list of strings (no shell); env: list of "K=V" additions; timeout: seconds. */
 static int k8s_exec(lua_State *L)
@@ -576,8 +605,9 @@ static int k8s_exec(lua_State *L)
     lua_Number t = luaL_optnumber(L, 3, 60);
     lua_settop(L, 3);
     const char **argv = check_strv(L, 1, "argv");
-    const char **env = check_strv(L, 2, "env");
+    const char **add = check_strv(L, 2, "env");
     luaL_argcheck(L, argv[0] != NULL, 1, "empty argv");
+    const char **env = drop_secret_env(L, add);
     vmdr_k8s_exec_result res;
     vmdr_err err;
     vmdr_err_clear(&err);

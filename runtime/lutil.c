@@ -187,6 +187,21 @@ void vmdr_secret_add(lua_State *L, const char *s, size_t len)
     lua_pop(L, 1);
 }
 
+int vmdr_secret_in(lua_State *L, const char *s, size_t len)
+{
+    int found = 0;
+    push_secrets(L); /* stack: secrets */
+    lua_pushnil(L);
+    while (!found && lua_next(L, -2) != 0) { /* stack: secrets secret true */
+        size_t sl;
+        const char *sec = lua_tolstring(L, -2, &sl);
+        found = sl > 0 && sl <= len && memmem(s, len, sec, sl) != NULL;
+        lua_pop(L, 1);
+    }
+    lua_settop(L, lua_gettop(L) - (found ? 2 : 1)); /* a break leaves the key too */
+    return found;
+}
+
 void vmdr_push_redacted(lua_State *L, const char *s, size_t len)
 {
     push_secrets(L); /* stack: secrets */

@@ -33,6 +33,8 @@ int vmdr_opt_boolean(lua_State *L, int tbl, const char *key, int def);
 void vmdr_secret_add(lua_State *L, const char *s, size_t len);
 /* Pushes a copy of s with every registered secret replaced. */
 void vmdr_push_redacted(lua_State *L, const char *s, size_t len);
+/* 1 when s holds a registered secret (children do not inherit such variables). */
+int vmdr_secret_in(lua_State *L, const char *s, size_t len);
 
 /* The process-wide interrupt flag (SIGINT/SIGTERM), the only mutable global (host.c). */
 int vmdr_interrupted(void);

@@ -53,14 +53,13 @@ static const char *optval(int argc, char **argv, int *i, const char *eq)
     return argv[++*i];
 }
 
-int main(int argc, char **argv)
+/* Parses argv into o; returns -1 to go on, or the exit code (--version, --help, usage
+ * errors). Kept apart from main so that every early exit frees o->vars there. */
+static int parse(int argc, char **argv, vmdr_host_opts *o_out)
 {
-    vmdr_host_opts o;
-    memset(&o, 0, sizeof o);
-    const char **vars = calloc((size_t)argc + 1, sizeof *vars);
-    if (!vars)
-        return VMDR_EXIT_LUA;
-    o.vars = vars;
+    vmdr_host_opts o = *o_out;
+    const char **vars = o.vars;
+    int rc = -1;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -116,7 +115,24 @@ int main(int argc, char **argv)
         usage(stderr);
         return VMDR_EXIT_USAGE;
     }
-    int code = vmdr_host_run(&o, argv[0]);
+    *o_out = o;
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    vmdr_host_opts o;
+    memset(&o, 0, sizeof o);
+    const char **vars = calloc((size_t)argc + 1, sizeof *vars);
+    if (!vars)
+        return VMDR_EXIT_LUA;
+    o.vars = vars;
+    int code = parse(argc, argv, &o);
+    if (code >= 0) {
+        free(vars);
+        return code;
+    }
+    code = vmdr_host_run(&o, argv[0]);
     free(vars);
     if (code == VMDR_EXIT_INTERRUPTED) {
         /* An interrupted blocking call may have left a library thread behind (vmdr.rbd

@@ -66,20 +66,19 @@ static const char **check_argv(lua_State *L)
 }
 
 /* Builds the child's environment from opts (index o) in a table + array left on the
- * stack; returns NULL when the child simply inherits ours. */
+ * stack. Inherited variables whose value holds a registered secret (the Git token named
+ * by git.token_env, say) are left out: a site's command has no use for them, and a
+ * child's environment is readable in /proc by its user and lands in its core dumps.
+ * opts.env can still pass one on purpose. */
 static const char **check_env(lua_State *L, int o)
 {
     int clear = vmdr_opt_boolean(L, o, "env_clear", 0);
     int t = lua_isnoneornil(L, o) ? LUA_TNIL : lua_getfield(L, o, "env");
     if (t != LUA_TNIL && t != LUA_TTABLE)
         luaL_error(L, "option 'env' must be a table, got %s", luaL_typename(L, -1));
-    if (t == LUA_TNIL && !clear) {
+    if (t == LUA_TNIL) {
         if (!lua_isnoneornil(L, o))
             lua_pop(L, 1);
-        return NULL;
-    }
-    if (t == LUA_TNIL) {
-        lua_pop(L, 1);
         lua_newtable(L);
     }
     int env = lua_gettop(L);
@@ -88,7 +87,7 @@ static const char **check_env(lua_State *L, int o)
     if (!clear) {
         for (char **p = environ; *p; p++) {
             const char *eq = strchr(*p, '=');
-            if (eq == NULL)
+            if (eq == NULL || vmdr_secret_in(L, eq + 1, strlen(eq + 1)))
                 continue;
             lua_pushlstring(L, *p, (size_t)(eq - *p));
             lua_pushstring(L, *p);

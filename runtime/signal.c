@@ -5,6 +5,11 @@
  *                                arriving meanwhile is recorded, not reported, so the
  *                                API calls and the push inside fn finish. An error in fn
  *                                is re-raised after the hold is released.
+ *   signal.handled()          -> true: the caller has acted on the signal (finished its
+ *                                work and cleaned up); for the rest of the run the
+ *                                signal is no longer reported, so the shutdown path and
+ *                                the host's epilogue finish and the exit code is the
+ *                                workflow's own. A second signal still kills (host.c).
  *
  * A long-running loop (the monitor) uses this to finish the batch in flight and hand its
  * Lease over on SIGTERM instead of leaving both half done. Keep fn bounded: a second
@@ -36,9 +41,28 @@ static int signal_hold(lua_State *L)
     return lua_gettop(L);
 }
 
+/* signal.handled() -> true. A hold that is never released: without it the count hook
+ * raised "interrupted" at a random point of a clean shutdown (after the monitor had
+ * released its Lease) and the exit code was 130 instead of 0. */
+static const char HANDLED_KEY = 'h'; /* registry key: set once the hold is taken */
+
+static int signal_handled(lua_State *L)
+{
+    int taken = lua_rawgetp(L, LUA_REGISTRYINDEX, &HANDLED_KEY) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (!taken) {
+        vmdr_interrupt_hold(1);
+        lua_pushboolean(L, 1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &HANDLED_KEY);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static const luaL_Reg signal_funcs[] = {
     {"pending", signal_pending},
     {"hold", signal_hold},
+    {"handled", signal_handled},
     {NULL, NULL},
 };
 

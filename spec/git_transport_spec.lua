@@ -125,11 +125,11 @@ describe("vmdr.git over HTTP, HTTPS and SSH", function()
     for _, s in ipairs(seen) do assert.is_nil(s:find(wrong, 1, true), s) end
   end)
 
-  it("fails with auth on an untrusted TLS certificate", function()
+  it("fails with tls on an untrusted TLS certificate (verification is always on)", function()
     gitsrv.bare(S, "tls", true)
     local urls = gitsrv.urls(S, "tls")
-    expect_error("auth", urls.https, { token = S.token }, "not trusted")
-    expect_error("auth", urls.https, { token = S.token, ca_file = S.other_ca_file }, "not trusted")
+    expect_error("tls", urls.https, { token = S.token }, "not trusted")
+    expect_error("tls", urls.https, { token = S.token, ca_file = S.other_ca_file }, "not trusted")
   end)
 
   it("fails with auth on a wrong SSH key, an unknown and a changed host key", function()

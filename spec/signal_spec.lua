@@ -37,4 +37,36 @@ return true
         assert.matches("inside: slept pending=15", r.stdout)
         assert.matches("after: nil interrupted", r.stdout)
     end)
+
+    -- Regression (issue 8, found by spec/security/secrets_spec.lua): after the monitor had
+    -- stopped cleanly on SIGTERM, the count hook raised "interrupted" at a random later
+    -- instruction and the exit code was 130, not 0.
+    it("handled(): after it the signal is not reported again and the exit code is the script's", function()
+        local d = h.tmpdir("sig")
+        local function script(handle)
+            return h.write(d .. "/handled-" .. tostring(handle) .. ".lua", string.format([[
+local signal = require "vmdr.signal"
+local time = require "vmdr.time"
+io.stdout:write("ready\n"); io.stdout:flush()
+while not signal.pending() do
+    local ok = time.sleep(0.01)
+    if not ok then break end
+end
+if %s then assert(signal.handled() == true); signal.handled() end
+-- the clean-up: far more than the hook's 1,000 instructions, and a wait
+local n = 0
+for i = 1, 100000 do n = n + i %% 7 end
+local ok, err = time.sleep(0.05)
+io.stdout:write("cleaned up ", n, " ", tostring(ok), " ", tostring(err and err.code), "\n")
+return true
+]], tostring(handle)))
+        end
+        local r = h.run_signalled({ script(true) }, "TERM", "ready")
+        assert.equals(0, r.code, r.stderr)
+        assert.matches("cleaned up %d+ true nil", r.stdout)
+        -- without it, the same clean-up is cut short
+        r = h.run_signalled({ script(false) }, "TERM", "ready")
+        assert.equals(130, r.code, r.stderr)
+        assert.not_matches("cleaned up", r.stdout)
+    end)
 end)

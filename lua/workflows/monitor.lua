@@ -243,10 +243,11 @@ local loop_ok, loop_err = pcall(function()
     end
 end)
 if not loop_ok and not signal.pending() then error(loop_err, 0) end
--- hand over: the next candidate takes the Lease at its next round. All of it in one hold:
--- the host's count hook raises "interrupted" at the first 1000-instruction mark after a
--- signal, and a mark falling here (after the loop saw the signal itself) made a clean
--- SIGTERM exit 130, depending on where the instruction count stood.
+-- the stop is ours to finish: the signal must not abort the hand-over and clean-up below
+-- (nor the host's epilogue) at whichever instruction the interrupt hook next runs
+if signal.pending() then signal.handled() end
+-- hand over: the next candidate takes the Lease at its next round; in one hold, so no
+-- interrupt raised by the host's count hook cuts the clean-up short
 signal.hold(function()
     local ok, rerr = el:release()
     if not ok then log.warn("lease not released (it will expire)", { err = tostring(rerr) }) end

@@ -230,7 +230,7 @@ static int cert_cb(git_cert *cert, int valid, const char *host, void *payload)
         return check_host_key(n, (const git_cert_hostkey *)cert, host);
     if (valid)
         return 0;
-    return cb_fail(n, "auth", "TLS certificate of %s is not trusted%s (give its CA as "
+    return cb_fail(n, "tls", "TLS certificate of %s is not trusted%s (give its CA as "
                    "git.ca_file)", host, "");
 }
 
@@ -309,6 +309,18 @@ static int net_error(net_ctx *n, vmdr_err *e, int rc, const char *what)
     return vmdr_git__set_error(e, rc, what);
 }
 
+/* An in-memory remote for r->url, not git_remote_lookup("origin"): the lookup runs
+ * regular expressions over the config, which leak in libgit2 1.5 (see setup in repo.c).
+ * The refspecs are always explicit, and the url is used as configured (no insteadOf). */
+static int origin(vmdr_git_repo *r, git_remote **out)
+{
+    git_remote_create_options co;
+    git_remote_create_options_init(&co, GIT_REMOTE_CREATE_OPTIONS_VERSION);
+    co.repository = r->repo;
+    co.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF;
+    return git_remote_create_with_opts(out, r->url, &co);
+}
+
 int vmdr_git_fetch(vmdr_git_repo *r, vmdr_err *e)
 {
     git_remote *remote = NULL;
@@ -332,7 +344,7 @@ int vmdr_git_fetch(vmdr_git_repo *r, vmdr_err *e)
             return vmdr_err_set(e, "not_found", 0, "no repository at '%s'", r->url);
     }
     set_trust(r);
-    int rc = git_remote_lookup(&remote, r->repo, "origin");
+    int rc = origin(r, &remote);
     if (rc == 0)
         rc = git_remote_fetch(remote, &refspecs, &fo, "vmdr: fetch");
     git_remote_free(remote);
@@ -441,7 +453,7 @@ int vmdr_git_push(vmdr_git_repo *r, vmdr_err *e)
         po.pb_parallelism = 0; /* as many pack threads as CPUs (the default is one) */
         snprintf(spec, sizeof spec, "%s:%s", r->local_ref, r->local_ref);
         set_trust(r);
-        rc = git_remote_lookup(&remote, r->repo, "origin");
+        rc = origin(r, &remote);
         if (rc == 0)
             rc = git_remote_push(remote, &refspecs, &po);
         git_remote_free(remote);

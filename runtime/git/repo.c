@@ -41,7 +41,7 @@ int vmdr_git__set_error(vmdr_err *e, int rc, const char *what)
     switch (rc) {
     case GIT_ENOTFOUND: code = "not_found"; break;
     case GIT_EAUTH:
-    case GIT_ECERTIFICATE: code = "auth"; break;
+    case GIT_ECERTIFICATE: code = "tls"; break; /* as vmdr.k8s: not a credential problem */
     case GIT_ENONFASTFORWARD: code = "rejected"; break;
     case GIT_ELOCKED:
     case GIT_EMODIFIED:
@@ -263,7 +263,6 @@ static int setup(vmdr_git_repo *r, const vmdr_git_opts *o, vmdr_err *e)
     int rc;
     git_config *cfg = NULL;
     git_odb *odb = NULL;
-    git_remote *remote = NULL;
     const char *branch = o->branch && *o->branch ? o->branch : "main";
     char buf[1024];
 
@@ -309,27 +308,40 @@ static int setup(vmdr_git_repo *r, const vmdr_git_opts *o, vmdr_err *e)
     rc = git_config_set_string(cfg, "core.hooksPath", "/dev/null");
     if (rc == 0)
         rc = git_config_set_int32(cfg, "gc.auto", 0);
+    if (rc < 0) {
+        git_config_free(cfg);
+        return vmdr_git__set_error(e, rc, "cannot write the clone's config");
+    }
+
+    /* The url with a plain config read, not git_remote_lookup: the lookup matches regular
+     * expressions against the config, and libgit2 1.5 leaks the PCRE2 match data (with
+     * PCRE2 >= 10.41 its ~20 KiB of frames) on every non-match (fixed in libgit2 1.6). A
+     * monitor opens the clone for every batch: it grew ~450 KiB a commit. */
+    /* The remote is written as plain config entries for the same reason (creating it with
+     * git_remote_create_* runs the insteadOf expressions). */
+    git_buf url = {0};
+    rc = git_config_get_string_buf(&url, cfg, "remote.origin.url");
+    if (rc == GIT_ENOTFOUND) {
+        git_error_clear();
+        if (!o->url) {
+            git_config_free(cfg);
+            return vmdr_err_set(e, "invalid", 0, "the clone has no remote 'origin' and no url");
+        }
+        snprintf(buf, sizeof buf, "+%s:%s", r->local_ref, r->remote_ref);
+        rc = git_config_set_string(cfg, "remote.origin.url", o->url);
+        if (rc == 0)
+            rc = git_config_set_string(cfg, "remote.origin.fetch", buf);
+        r->url = strdup(o->url);
+    } else if (rc == 0 && o->url && strcmp(url.ptr, o->url) != 0) {
+        rc = git_config_set_string(cfg, "remote.origin.url", o->url);
+        r->url = strdup(o->url);
+    } else if (rc == 0) {
+        r->url = strdup(url.ptr);
+    }
+    git_buf_dispose(&url);
     git_config_free(cfg);
     if (rc < 0)
-        return vmdr_git__set_error(e, rc, "cannot write the clone's config");
-
-    rc = git_remote_lookup(&remote, r->repo, "origin");
-    if (rc == GIT_ENOTFOUND) {
-        if (!o->url)
-            return vmdr_err_set(e, "invalid", 0, "the clone has no remote 'origin' and no url");
-        snprintf(buf, sizeof buf, "+%s:%s", r->local_ref, r->remote_ref);
-        rc = git_remote_create_with_fetchspec(&remote, r->repo, "origin", o->url, buf);
-    } else if (rc == 0 && o->url && strcmp(git_remote_url(remote), o->url) != 0) {
-        rc = git_remote_set_url(r->repo, "origin", o->url);
-        git_remote_free(remote);
-        remote = NULL;
-        if (rc == 0)
-            rc = git_remote_lookup(&remote, r->repo, "origin");
-    }
-    if (rc < 0)
         return vmdr_git__set_error(e, rc, "cannot set the remote");
-    r->url = strdup(git_remote_url(remote));
-    git_remote_free(remote);
 
     if ((rc = git_repository_set_head(r->repo, r->local_ref)) < 0)
         return vmdr_git__set_error(e, rc, "cannot point HEAD at the branch");

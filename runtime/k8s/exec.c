@@ -24,7 +24,8 @@ static long now_ms(void)
     return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* environ with each "K=V" of add replacing a variable K; NULL-terminated, shallow. */
+/* environ with each "K=V" of add replacing a variable K, and each bare "K" of add
+ * removing it; NULL-terminated, shallow. */
 static char **merged_env(const char *const *add)
 {
     size_t ne = 0, na = 0;
@@ -40,12 +41,14 @@ static char **merged_env(const char *const *add)
         size_t kl = strcspn(environ[i], "=");
         int replaced = 0;
         for (size_t j = 0; j < na && !replaced; j++)
-            replaced = strncmp(add[j], environ[i], kl) == 0 && add[j][kl] == '=';
+            replaced = strncmp(add[j], environ[i], kl) == 0 &&
+                       (add[j][kl] == '=' || add[j][kl] == '\0');
         if (!replaced)
             env[o++] = environ[i];
     }
     for (size_t j = 0; j < na; j++)
-        env[o++] = (char *)add[j];
+        if (strchr(add[j], '=') != NULL)
+            env[o++] = (char *)add[j];
     env[o] = NULL;
     return env;
 }

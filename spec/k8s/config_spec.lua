@@ -98,12 +98,17 @@ describe("vmdr.k8s configuration", function()
         local c = assert(k8s.client { kubeconfig = %q })
         assert(c:get({ group = "", version = "v1", resource = "pods", namespaced = true }, nil,
           "p"))
+        -- a second client to the same server: the warning is not repeated
+        local c2 = assert(k8s.client { kubeconfig = %q })
+        c2:close()
         io.stdout:write("ok\n")
-      ]], p))
+      ]], p, p))
       local r = h.run { s }
       assert.equals(0, r.code, r.stderr)
       assert.equals("ok\n", r.stdout)
       assert.matches("WARN.*TLS certificate verification is disabled", r.stderr)
+      local _, n = r.stderr:gsub("TLS certificate verification is disabled", "")
+      assert.equals(1, n)
     end)
   end)
 

@@ -108,14 +108,6 @@ M.schema = {
   ["storage.ceph.timeout"] = { type = "number", min = 0 },
   ["storage.ceph.peer_timeout"] = { type = "number", min = 0 },
   ["storage.exec"] = { type = "map" },
-  ["storage.exec.enable"] = { type = "list", doc = "argv run once per image (exec driver)" },
-  ["storage.exec.disable"] = { type = "list" },
-  ["storage.exec.promote"] = { type = "list" },
-  ["storage.exec.demote"] = { type = "list" },
-  ["storage.exec.resync"] = { type = "list" },
-  ["storage.exec.snapshot"] = { type = "list" },
-  ["storage.exec.wait_synced"] = { type = "list" },
-  ["storage.exec.status"] = { type = "list" },
   ["storage.exec.timeout"] = { type = "number", min = 0, doc = "seconds per command" },
   monitor = { type = "map" },
   ["monitor.debounce"] = { type = "number", min = 0, max = 86400,
@@ -133,10 +125,11 @@ M.schema = {
     doc = "seconds: VMs whose measured RPO is larger are flagged (status exits 1)" },
 }
 
--- the exec storage driver's commands: one argv template per operation
-for _, op in ipairs { "enable", "disable", "promote", "demote", "resync", "snapshot", "wait_synced",
-    "status" } do
-  M.schema["storage.exec." .. op] = { type = "list", doc = "argv template of the exec driver's " .. op }
+-- the exec driver's commands: an argv template per storage operation
+for _, op in ipairs { "enable", "disable", "promote", "demote", "resync", "snapshot",
+    "wait_synced", "status" } do
+  M.schema["storage.exec." .. op] = { type = "list",
+    doc = "argv of the " .. op .. " command ({pool} {namespace} {image} {spec} {pv} {site} {force})" }
 end
 
 local DEFAULTS = {

@@ -659,12 +659,16 @@ return function(raw)
   --- call, 30), retries (4), backoff (0.2 s), backoff_max (5 s), page_size (500).
   ---@param opts table|nil
   ---@return vmdr.k8s.Client|nil, table|nil
+  local insecure_warned = {}   -- server -> true once its warning is logged
+
   function M.client(opts)
     opts = opts or {}
     if type(opts) ~= "table" then error("k8s.client: opts must be a table", 2) end
     local s, err = settings(opts)
     if not s then return nil, err end
-    if s.insecure then
+    if s.insecure and not insecure_warned[s.server] then
+      -- once per server and process: the monitor opens two clients, a workflow may reopen
+      insecure_warned[s.server] = true
       log.warn("k8s: TLS certificate verification is disabled (insecure-skip-tls-verify)",
         { server = s.server, context = s.context })
     end
