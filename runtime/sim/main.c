@@ -433,7 +433,16 @@ int main(int argc, char **argv)
                 fprintf(stderr, "vmdr-sim: listener closed for %d s (restart fault)\n", restart);
             for (int t = 0; t < restart * 20 && !g_stop; t++)
                 usleep(50 * 1000);
+            /* While the port was closed another process may have got it, for instance as the
+             * local port of an outgoing connection (both come from the ephemeral range): such a
+             * holder goes away soon, so keep trying for a while before giving up. */
             d = sim_http_start(&srv, cert_pem, key_pem, &e);
+            for (int t = 0; !d && t < 600 && !g_stop; t++) {
+                if (t == 0)
+                    fprintf(stderr, "vmdr-sim: restart: %s (retrying)\n", e.message);
+                usleep(50 * 1000);
+                d = sim_http_start(&srv, cert_pem, key_pem, &e);
+            }
             if (!d) {
                 fprintf(stderr, "vmdr-sim: restart: %s\n", e.message);
                 return 1;

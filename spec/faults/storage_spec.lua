@@ -200,7 +200,7 @@ storage:
                 assert.matches("promoted %(forced%)", row(c[1], c[2]))
                 assert.is_true(info(b, c[2]).primary, c[2])
             end
-            assert.matches("2 image%(s%) failed", r.stdout)
+            assert.matches("2 image%(s%) or VM file%(s%) failed", r.stdout)
             assert.matches("2 image%(s%) not promoted", r.stderr)
             -- failover never writes to Git, and the failed images were left as they were
             assert.equals(before, head())
