@@ -64,7 +64,7 @@ function M.render(ctx, lay, bundles, opts)
             out.failed[#out.failed + 1] = { ns = b.ns, name = b.name, err = table.concat(b.problems, "; ") }
         else
             -- taken before rendering: cleaning removes uid and resourceVersion
-            local inputs = cache and rendercache.inputs(b)
+            local inputs = cache and cache.on and rendercache.inputs(b)
             local hit = cache and cache:lookup(b.ns, b.name, inputs)
             if hit then
                 -- kept whole: write renders it after all if the repository disagrees
@@ -76,8 +76,12 @@ function M.render(ctx, lay, bundles, opts)
                 if not files then
                     out.failed[#out.failed + 1] = { ns = b.ns, name = b.name, err = err }
                 else
-                    out.vms[#out.vms + 1] = { ns = b.ns, name = b.name, files = files,
-                        inputs = inputs or nil, bundle = not release and b or nil }
+                    -- fields only when set: a fifth key doubles the table's hash part
+                    -- (1.3 MB more at 10,000 VMs)
+                    local v = { ns = b.ns, name = b.name, files = files }
+                    if inputs then v.inputs = inputs end
+                    if not release then v.bundle = b end
+                    out.vms[#out.vms + 1] = v
                 end
             end
         end
