@@ -26,6 +26,7 @@ local t0 = time.monotonic()
 -- CPU seconds of this process, beside the wall clock: on a busy machine they tell
 -- where the work is
 local function cpu() return string.format("%.2f", os.clock()) end
+local function elapsed() return string.format("%.2f", time.monotonic() - t0) end
 -- A reconcile allocates in one long burst; collecting a little earlier than Lua's
 -- default (pause 200) keeps 10,000 VMs under 300 MB for about 5% more time
 -- (docs/BENCHMARKS.md).
@@ -78,7 +79,7 @@ local cache = rendercache.open(ctx, { scope = only_ns })
 local rendered = sync.render(ctx, lay, bundles, { release = true, cache = cache })
 bundles = nil
 log.debug("rendered", { vms = #rendered.vms, cached = cache.hits,
-    seconds = string.format("%.2f", time.monotonic() - t0), cpu = cpu() })
+    seconds = elapsed(), cpu = cpu() })
 for _, f in ipairs(rendered.failed) do
     log.error("VM not exported", { vm = f.ns .. "/" .. f.name, reason = f.err })
 end
@@ -109,11 +110,11 @@ end
 
 -- 3. the repository
 local result
-log.debug("storage done", { seconds = string.format("%.2f", time.monotonic() - t0), cpu = cpu() })
+log.debug("storage done", { seconds = elapsed(), cpu = cpu() })
 result, err = repo.transaction(ctx, function(tx)
-    log.debug("repository ready", { seconds = string.format("%.2f", time.monotonic() - t0), cpu = cpu() })
+    log.debug("repository ready", { seconds = elapsed(), cpu = cpu() })
     local stats, werr = sync.write(ctx, tx, lay, rendered)
-    log.debug("written", { seconds = string.format("%.2f", time.monotonic() - t0), cpu = cpu() })
+    log.debug("written", { seconds = elapsed(), cpu = cpu() })
     if not stats then return nil, werr end
     tx:set_message(string.format("vmdr reconcile: %d VM(s) changed\n\n%s", stats.written,
         table.concat(stats.changed_vms, "\n")))

@@ -108,11 +108,13 @@ local function canary(ctx)
             generation = 3, labels = { ["dr.demojam.com/enabled"] = "true", app = "x" },
             annotations = { ["kubemacpool.io/transaction-timestamp"] = "t", note = "0755" } },
         spec = { running = true,
-            dataVolumeTemplates = { { metadata = { name = "canary-dv", creationTimestamp = json.null },
+            dataVolumeTemplates = { {
+                metadata = { name = "canary-dv", creationTimestamp = json.null },
                 spec = { storage = { resources = { requests = { storage = "1Gi" } } } } } },
             template = { metadata = { creationTimestamp = json.null, labels = { app = "x" } },
-                spec = { domain = { devices = { disks = { { name = "d", disk = { bus = "virtio" } } } },
-                    resources = { requests = { memory = "1Gi" } } },
+                spec = {
+                    domain = { devices = { disks = { { name = "d", disk = { bus = "virtio" } } } },
+                        resources = { requests = { memory = "1Gi" } } },
                     volumes = { { name = "d", dataVolume = { name = "canary-dv" } } } } } },
         status = { ready = true },
     }
@@ -128,10 +130,11 @@ local function canary(ctx)
     local pv = {
         apiVersion = "v1", kind = "PersistentVolume",
         metadata = { name = "pv-canary", uid = "u3", resourceVersion = "3",
-            annotations = { ["pv.kubernetes.io/provisioned-by"] = "openshift-storage.rbd.csi.ceph.com" } },
+            annotations = {
+                ["pv.kubernetes.io/provisioned-by"] = "openshift-storage.rbd.csi.ceph.com" } },
         spec = { accessModes = { "ReadWriteMany" }, capacity = { storage = "1Gi" },
-            claimRef = { kind = "PersistentVolumeClaim", name = "canary-dv", namespace = "canary-ns",
-                uid = "u2" },
+            claimRef = { kind = "PersistentVolumeClaim", name = "canary-dv",
+                namespace = "canary-ns", uid = "u2" },
             csi = { driver = "openshift-storage.rbd.csi.ceph.com",
                 volumeHandle = "0001-0011-openshift-storage-0000000000000001-"
                     .. "b0285c97-a0ce-11eb-8c66-0242ac110002",
@@ -264,7 +267,8 @@ function M.open(ctx, opts)
     local entries, why, stale = load(c.file, c.fingerprint)
     if entries and not stale then c.loaded_fingerprint = c.fingerprint end
     if why then
-        log(ctx, "warn", "render cache ignored: every VM is rendered", { file = c.file, reason = why })
+        log(ctx, "warn", "render cache ignored: every VM is rendered",
+            { file = c.file, reason = why })
     elseif stale then
         log(ctx, "info", "render cache from another configuration, site code or vmdr build:"
             .. " every VM is rendered", { file = c.file })
@@ -331,7 +335,8 @@ function Cache:save(entries)
     end
     local ok, werr = fs.write(self.file, text)
     if not ok then
-        log(self.ctx, "warn", "render cache not saved", { file = self.file, reason = tostring(werr) })
+        log(self.ctx, "warn", "render cache not saved",
+            { file = self.file, reason = tostring(werr) })
         return nil, tostring(werr)
     end
     log(self.ctx, "debug", "render cache saved", { file = self.file, vms = n })

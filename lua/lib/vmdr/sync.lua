@@ -50,8 +50,10 @@ end
 ---@param ctx table
 ---@param lay table vmdr.layout
 ---@param bundles table[] from vmdr.inventory
----@param opts? {release?: boolean, cache?: table}  release: drop each bundle's objects once rendered
----@return table rendered { vms = { {ns=, name=, files={path=bytes}|nil, cached=|nil, inputs=, bundle=} }, failed = { {ns=, name=, err=} } }
+---@param opts? {release?: boolean, cache?: table}  release: drop each bundle's objects once
+---  rendered
+---@return table rendered { vms = { {ns=, name=, files={path=bytes}|nil, cached=|nil, inputs=,
+---  bundle=} }, failed = { {ns=, name=, err=} } }
 function M.render(ctx, lay, bundles, opts)
     local release = opts and opts.release
     local cache = opts and opts.cache
@@ -61,7 +63,8 @@ function M.render(ctx, lay, bundles, opts)
         if progress and (i % 100 == 0 or i == #bundles) then progress("cleaning VMs", i, #bundles) end
         local keep = false
         if #b.problems > 0 then
-            out.failed[#out.failed + 1] = { ns = b.ns, name = b.name, err = table.concat(b.problems, "; ") }
+            out.failed[#out.failed + 1] = { ns = b.ns, name = b.name,
+                err = table.concat(b.problems, "; ") }
         else
             -- taken before rendering: cleaning removes uid and resourceVersion
             local inputs = cache and cache.on and rendercache.inputs(b)
@@ -215,7 +218,9 @@ local function settle_cached(ctx, tx, lay, rendered, v)
             if not files then
                 v.failed = rerr
                 rendered.failed[#rendered.failed + 1] = { ns = v.ns, name = v.name, err = rerr }
-                if ctx.log then ctx.log.error("VM not exported", { vm = v.ns .. "/" .. v.name, reason = rerr }) end
+                if ctx.log then
+                    ctx.log.error("VM not exported", { vm = v.ns .. "/" .. v.name, reason = rerr })
+                end
                 return "failed"
             end
             v.files = files
@@ -304,7 +309,8 @@ function M.write(ctx, tx, lay, rendered)
             if not dirty[v.ns] and not checked[v.ns] then
                 checked[v.ns] = true
                 -- a namespace whose kustomization is missing (first run, hand edit) is settled too
-                if tx:read(lay:base_kustomization(v.ns)) == nil or tx:read(lay:overlay_kustomization(v.ns)) == nil then
+                if tx:read(lay:base_kustomization(v.ns)) == nil
+                    or tx:read(lay:overlay_kustomization(v.ns)) == nil then
                     dirty[v.ns] = true
                 end
             end
