@@ -255,6 +255,26 @@ static int repo_read(lua_State *L)
     return 1;
 }
 
+/* repo:blob_id(path) -> hex id | false (absent, or not a regular file) | nil, err
+ * The id write compares with: a caller that knows the id its bytes would get can tell
+ * the file is current without producing the bytes (reconcile's render cache). */
+static int repo_blob_id(lua_State *L)
+{
+    vmdr_git_repo *r = check_repo(L);
+    const char *path = luaL_checkstring(L, 2);
+    char hex[41];
+    int found;
+    vmdr_err e;
+    vmdr_err_clear(&e);
+    if (vmdr_git_blob_id(r, path, hex, &found, &e) < 0)
+        return push_git_err(L, &e);
+    if (found)
+        lua_pushstring(L, hex);
+    else
+        lua_pushboolean(L, 0);
+    return 1;
+}
+
 /* repo:list([dir]) -> {names...} sorted, directories end in "/"; a missing dir is {} */
 static int repo_list(lua_State *L)
 {
@@ -394,7 +414,8 @@ static int repo_workdir(lua_State *L)
 
 static const luaL_Reg repo_methods[] = {
     {"fetch", repo_fetch}, {"reset_to_remote", repo_reset_to_remote},
-    {"clear_locks", repo_clear_locks}, {"read", repo_read}, {"list", repo_list},
+    {"clear_locks", repo_clear_locks}, {"read", repo_read}, {"blob_id", repo_blob_id},
+    {"list", repo_list},
     {"write", repo_write}, {"remove", repo_remove}, {"commit", repo_commit},
     {"push", repo_push}, {"head", repo_head}, {"diff", repo_diff},
     {"workdir", repo_workdir}, {"close", repo_close}, {NULL, NULL}};

@@ -120,6 +120,35 @@ describe("vmdr.git over file:// and a path", function()
     assert.equals(head, r:head())
   end)
 
+  it("tells the blob id of a regular file as the git CLI computes it, pending writes included", function()
+    local remote = gitsrv.bare(S, "ids", true)
+    -- an executable and a symlink in HEAD: not what write produces, so no id
+    local w = h.tmpdir("ids-seed")
+    h.capture("git clone -q " .. h.q(remote) .. " " .. h.q(w) .. " 2>&1 && cd " .. h.q(w)
+      .. " && mkdir d && printf x > d/run && chmod +x d/run && ln -s README link"
+      .. " && git add -A && git -c user.name=t -c user.email=t@t commit -qm modes"
+      .. " && git push -q origin main 2>&1")
+    local r = assert(git.clone(gitsrv.urls(S, "ids").file, tmp .. "/ids"))
+    assert.equals(trim(gitsrv.git(remote, "rev-parse main:README")), r:blob_id("README"))
+    assert.is_false(r:blob_id("d/run"))
+    assert.is_false(r:blob_id("link"))
+    assert.is_false(r:blob_id("d"))
+    assert.is_false(r:blob_id("absent/file"))
+    assert.is_true(r:write("new.yaml", "a: 1\n"))
+    local want = trim(h.capture("printf 'a: 1\\n' | git hash-object --stdin"))
+    assert.equals(want, r:blob_id("new.yaml"))
+    assert.is_true(r:remove("README"))
+    assert.is_false(r:blob_id("README"))
+    -- the same path checks as read and write
+    local ok, err = r:blob_id("../escape")
+    assert.is_nil(ok)
+    assert.equals("invalid", err.code)
+    assert.has_error(function() r:blob_id() end)
+    -- after the commit, from HEAD
+    assert(r:commit("ids"))
+    assert.equals(want, r:blob_id("new.yaml"))
+  end)
+
   it("starts an empty remote with the first push", function()
     local remote = gitsrv.bare(S, "empty", false)
     local r = assert(git.clone(gitsrv.urls(S, "empty").file, tmp .. "/e"))

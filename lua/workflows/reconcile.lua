@@ -15,6 +15,7 @@ local ctx = ...
 local dr = require "vmdr.dr"
 local inventory = require "vmdr.inventory"
 local report = require "vmdr.report"
+local rendercache = require "vmdr.rendercache"
 local repo = require "vmdr.repo"
 local sync = require "vmdr.sync"
 local config = require "vmdr.config"
@@ -22,6 +23,10 @@ local time = require "vmdr.time"
 
 local log = ctx.log
 local t0 = time.monotonic()
+-- CPU seconds of this process, beside the wall clock: on a busy machine they tell
+-- where the work is
+local function cpu() return string.format("%.2f", os.clock()) end
+local function elapsed() return string.format("%.2f", time.monotonic() - t0) end
 -- A reconcile allocates in one long burst; collecting a little earlier than Lua's
 -- default (pause 200) keeps 10,000 VMs under 300 MB for about 5% more time
 -- (docs/BENCHMARKS.md).
@@ -36,16 +41,27 @@ local only_ns = ctx.config.namespace
 local src, err = dr.client(ctx, "source")
 if not src then return nil, "source cluster: " .. tostring(err) end
 local vms, pvcs, pvs
+-- Nearly everything the lists allocate stays alive (the decoded objects), so the
+-- collector would only re-traverse a growing heap page after page: paused, the
+-- listing takes about half the CPU (docs/BENCHMARKS.md).
+collectgarbage("stop")
+local what = "VirtualMachines"
 vms, err = src:list("virtualmachines.kubevirt.io",
     { labelSelector = ctx.config.label_selector, namespace = only_ns })
-if not vms then return nil, "listing VirtualMachines: " .. tostring(err) end
-pvcs, err = src:list("persistentvolumeclaims", { namespace = only_ns })
-if not pvcs then return nil, "listing PersistentVolumeClaims: " .. tostring(err) end
-pvs, err = src:list("persistentvolumes", {})
-if not pvs then return nil, "listing PersistentVolumes: " .. tostring(err) end
+if vms then
+    what = "PersistentVolumeClaims"
+    pvcs, err = src:list("persistentvolumeclaims", { namespace = only_ns })
+end
+if pvcs then
+    what = "PersistentVolumes"
+    pvs, err = src:list("persistentvolumes", {})
+end
+collectgarbage("restart")
+if not pvs then return nil, "listing " .. what .. ": " .. tostring(err) end
 local bundles = inventory.bundles(vms, pvcs, pvs)
 log.info("listed the source cluster", { vms = #bundles, pvcs = #pvcs.items, pvs = #pvs.items,
     seconds = string.format("%.2f", time.monotonic() - t0) })
+log.debug("listed", { cpu = cpu() })
 -- The lists are no longer needed (the bundles hold what matters): let them go, and
 -- let render release each VM's objects once its bytes exist, so the decoded objects
 -- and the rendered bytes are not both whole in memory (the peak at 10,000 VMs).
@@ -58,9 +74,13 @@ storage, err = dr.storage(ctx)
 if not storage then return nil, "storage: " .. tostring(err) end
 local _, by_vm, problems, unprotected = sync.images(storage, bundles)
 
-local rendered = sync.render(ctx, lay, bundles, { release = true })
+-- unchanged VMs (same objects, same everything else, same files in Git) are not
+-- cleaned and encoded again: see vmdr.rendercache
+local cache = rendercache.open(ctx, { scope = only_ns })
+local rendered = sync.render(ctx, lay, bundles, { release = true, cache = cache })
 bundles = nil
-log.debug("rendered", { vms = #rendered.vms, seconds = string.format("%.2f", time.monotonic() - t0) })
+log.debug("rendered", { vms = #rendered.vms, cached = cache.hits,
+    seconds = elapsed(), cpu = cpu() })
 for _, f in ipairs(rendered.failed) do
     log.error("VM not exported", { vm = f.ns .. "/" .. f.name, reason = f.err })
 end
@@ -94,11 +114,11 @@ end
 
 -- 3. the repository
 local result
-log.debug("storage done", { seconds = string.format("%.2f", time.monotonic() - t0) })
+log.debug("storage done", { seconds = elapsed(), cpu = cpu() })
 result, err = repo.transaction(ctx, function(tx)
-    log.debug("repository ready", { seconds = string.format("%.2f", time.monotonic() - t0) })
+    log.debug("repository ready", { seconds = elapsed(), cpu = cpu() })
     local stats, werr = sync.write(ctx, tx, lay, rendered)
-    log.debug("written", { seconds = string.format("%.2f", time.monotonic() - t0) })
+    log.debug("written", { seconds = elapsed(), cpu = cpu() })
     if not stats then return nil, werr end
     tx:set_message(string.format("vmdr reconcile: %d VM(s) changed\n\n%s", stats.written,
         table.concat(stats.changed_vms, "\n")))
@@ -106,6 +126,9 @@ result, err = repo.transaction(ctx, function(tx)
 end)
 if not result then dr.close(ctx); return nil, "manifests repository: " .. tostring(err) end
 local stats = result.value
+-- only now: what the cache records is in the pushed tree (or was already there)
+if not ctx.dry_run then cache:save(stats.cache) end
+stats.cache = nil
 
 local failed = #rendered.failed + #problems + images.failed
 if report.machine(ctx) then

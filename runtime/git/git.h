@@ -43,6 +43,10 @@ int vmdr_git_clear_locks(vmdr_git_repo *r, vmdr_err *e);
 int vmdr_git_read(vmdr_git_repo *r, const char *path, char **out, size_t *len, vmdr_err *e);
 /* The same as HEAD has it, whatever is pending (the bytes a write replaced). */
 int vmdr_git_read_head(vmdr_git_repo *r, const char *path, char **out, size_t *len, vmdr_err *e);
+/* The blob id a regular file at path has (pending, else HEAD), as write compares it:
+ * *found = 0 when the path is absent, a directory, a symlink or an executable. */
+int vmdr_git_blob_id(vmdr_git_repo *r, const char *path, char out_hex[41], int *found,
+                     vmdr_err *e);
 /* Names in dir (directories end in "/"), sorted; *out and each name malloc'd. */
 int vmdr_git_list(vmdr_git_repo *r, const char *dir, char ***out, size_t *n, vmdr_err *e);
 /* Stages bytes at path; *changed = 0 when the file already holds exactly these bytes

@@ -567,6 +567,42 @@ int vmdr_git_read_head(vmdr_git_repo *r, const char *path, char **out, size_t *l
     return read_at(r, path, 1, out, len, e);
 }
 
+int vmdr_git_blob_id(vmdr_git_repo *r, const char *path, char out_hex[41], int *found,
+                     vmdr_err *e)
+{
+    *found = 0;
+    out_hex[0] = '\0';
+    if (vmdr_git_check_path(path, e) < 0)
+        return -1;
+    const git_oid *id = NULL;
+    git_tree_entry *te = NULL;
+    git_change *c = pending_find(r, path);
+    if (c) {
+        /* a pending write is always a regular file */
+        if (!c->removed)
+            id = &c->oid;
+    } else {
+        const git_tree *tree = NULL;
+        if (head_tree_cached(r, &tree, e) < 0)
+            return -1;
+        if (tree && git_tree_entry_bypath(&te, tree, path) == 0) {
+            /* Only what write would leave alone counts: an executable bit or a symlink
+             * is a difference a write repairs, so it must not look like the same blob. */
+            if (git_tree_entry_type(te) == GIT_OBJECT_BLOB &&
+                git_tree_entry_filemode(te) == GIT_FILEMODE_BLOB)
+                id = git_tree_entry_id(te);
+        } else {
+            git_error_clear();
+        }
+    }
+    if (id) {
+        git_oid_tostr(out_hex, 41, id);
+        *found = 1;
+    }
+    git_tree_entry_free(te);
+    return 0;
+}
+
 /* ---- building the tree the pending changes give --------------------------------------------- */
 
 static int cmp_change(const void *a, const void *b)

@@ -137,6 +137,10 @@ local function new_tx(r)
   ---@param path string
   ---@return string|nil bytes, table|nil err
   function tx:read(path, opts) return r:read(path, opts) end
+  --- The blob id of the regular file at path (what write compares with), or false.
+  ---@param path string
+  ---@return string|false|nil id, table|nil err
+  function tx:blob_id(path) return r:blob_id(path) end
   ---@param dir string|nil
   ---@return table|nil names, table|nil err
   function tx:list(dir) return r:list(dir) end

@@ -11,6 +11,7 @@ local dr = require "vmdr.dr"
 local inventory = require "vmdr.inventory"
 local kustomize = require "vmdr.kustomize"
 local manifest = require "vmdr.manifest"
+local rendercache = require "vmdr.rendercache"
 local repo = require "vmdr.repo"
 local yaml = require "vmdr.yaml"
 
@@ -18,49 +19,76 @@ local M = {}
 
 local function basename(p) return p:match("[^/]+$") end
 
+-- The files of one bundle: { [path] = bytes }, or nil and why. Cleans the bundle's
+-- objects in place.
+local function render_one(ctx, lay, b)
+    -- the repository compares the bytes themselves: no fingerprint needed
+    local enc, err = manifest.bundle(ctx, b.vm, b.pvcs, b.pvs, { hash = false })
+    if not enc then return nil, tostring(err) end
+    local files = {}
+    local p, perr = lay:vm(b.ns, b.name)
+    if p then files[p] = enc.vm end
+    for _, part in ipairs { { enc.pvcs, lay.pvc }, { enc.pvs, lay.pv } } do
+        for name, bytes in pairs(part[1]) do
+            if not perr then
+                p, perr = part[2](lay, b.ns, name)
+                if p then files[p] = bytes end
+            end
+        end
+    end
+    if perr then return nil, tostring(perr) end
+    return files
+end
+
 --- Renders bundles into files. A VM whose claims or volumes cannot be resolved
 --- completely, or whose names cannot become paths, is not written (a partial DR
 --- copy would fail over without its disks): it is returned as failed with why.
+--- With opts.cache (vmdr.rendercache), a VM whose inputs are the ones the cache
+--- recorded is not rendered: its entry carries `cached` = { [path] = blob id } and
+--- its bundle instead of `files`, and `write` checks the ids against the repository
+--- (rendering it there when they differ). Every entry then carries `inputs`.
 ---@param ctx table
 ---@param lay table vmdr.layout
 ---@param bundles table[] from vmdr.inventory
----@param opts? {release?: boolean}  release: drop each bundle's objects once rendered
----@return table rendered { vms = { {ns=, name=, files={path=bytes}, hash=} }, failed = { {ns=, name=, err=} } }
+---@param opts? {release?: boolean, cache?: table}  release: drop each bundle's objects once
+---  rendered
+---@return table rendered { vms = { {ns=, name=, files={path=bytes}|nil, cached=|nil, inputs=,
+---  bundle=} }, failed = { {ns=, name=, err=} } }
 function M.render(ctx, lay, bundles, opts)
     local release = opts and opts.release
+    local cache = opts and opts.cache
     local out = { vms = {}, failed = {} }
     local progress = #bundles >= 200 and ctx.log and ctx.log.progress
     for i, b in ipairs(bundles) do
         if progress and (i % 100 == 0 or i == #bundles) then progress("cleaning VMs", i, #bundles) end
-        local function fail(msg) out.failed[#out.failed + 1] = { ns = b.ns, name = b.name, err = msg } end
+        local keep = false
         if #b.problems > 0 then
-            fail(table.concat(b.problems, "; "))
+            out.failed[#out.failed + 1] = { ns = b.ns, name = b.name,
+                err = table.concat(b.problems, "; ") }
         else
-            -- the repository compares the bytes themselves: no fingerprint needed
-            local enc, err = manifest.bundle(ctx, b.vm, b.pvcs, b.pvs, { hash = false })
-            if not enc then
-                fail(tostring(err))
+            -- taken before rendering: cleaning removes uid and resourceVersion
+            local inputs = cache and cache.on and rendercache.inputs(b)
+            local hit = cache and cache:lookup(b.ns, b.name, inputs)
+            if hit then
+                -- kept whole: write renders it after all if the repository disagrees
+                keep = true
+                out.vms[#out.vms + 1] = { ns = b.ns, name = b.name, cached = hit, inputs = inputs,
+                    bundle = b }
             else
-                local files = {}
-                local p, perr = lay:vm(b.ns, b.name)
-                if p then files[p] = enc.vm end
-                for _, part in ipairs { { enc.pvcs, lay.pvc }, { enc.pvs, lay.pv } } do
-                    for name, bytes in pairs(part[1]) do
-                        if not perr then
-                            p, perr = part[2](lay, b.ns, name)
-                            if p then files[p] = bytes end
-                        end
-                    end
-                end
-                if perr then
-                    fail(tostring(perr))
+                local files, err = render_one(ctx, lay, b)
+                if not files then
+                    out.failed[#out.failed + 1] = { ns = b.ns, name = b.name, err = err }
                 else
-                    out.vms[#out.vms + 1] = { ns = b.ns, name = b.name, files = files,
-                        bundle = not release and b or nil }
+                    -- fields only when set: a constructor naming five keys sizes the
+                    -- hash part for eight, for each of 10,000 VMs
+                    local v = { ns = b.ns, name = b.name, files = files }
+                    if inputs then v.inputs = inputs end
+                    if not release then v.bundle = b end
+                    out.vms[#out.vms + 1] = v
                 end
             end
         end
-        if release then
+        if release and not keep then
             -- the caller keeps only the bytes: drop this VM's objects now
             b.vm, b.pvcs, b.pvs = nil, nil, nil
         end
@@ -184,70 +212,134 @@ function M.init_layout(ctx, tx, lay)
     return created
 end
 
+-- A VM from the render cache: current when every file has the blob id recorded for
+-- its inputs (then rendering would give these very bytes). Otherwise it is rendered
+-- now, from the bundle the cache kept whole, and written as any other. Returns
+-- "current" | "rendered" | "failed", or nil, err (repository).
+local function settle_cached(ctx, tx, lay, rendered, v)
+    for p, id in pairs(v.cached) do
+        local cur, err = tx:blob_id(p)
+        if cur == nil then return nil, err end
+        if cur ~= id then
+            -- edited, removed or replaced in Git since: repair it
+            local files, rerr = render_one(ctx, lay, v.bundle)
+            v.cached, v.bundle = nil, nil
+            if not files then
+                v.failed = rerr
+                rendered.failed[#rendered.failed + 1] = { ns = v.ns, name = v.name, err = rerr }
+                if ctx.log then
+                    ctx.log.error("VM not exported", { vm = v.ns .. "/" .. v.name, reason = rerr })
+                end
+                return "failed"
+            end
+            v.files = files
+            return "rendered"
+        end
+    end
+    return "current"
+end
+
+-- The render-cache entries of what the tree now holds: { ["ns/name"] = {in=, files=} }
+-- for every VM that carries inputs (rendered with a cache).
+local function cache_entries(tx, rendered, verified)
+    local out = {}
+    for _, v in ipairs(rendered.vms) do
+        if v.inputs and not v.failed then
+            local ids = verified[v]
+            if not ids then
+                ids = {}
+                for p in pairs(v.files) do
+                    local id = tx:blob_id(p)
+                    if not id then ids = nil; break end
+                    ids[p] = id
+                end
+            end
+            if ids then out[v.ns .. "/" .. v.name] = { ["in"] = v.inputs, files = ids } end
+        end
+    end
+    return out
+end
+
 --- Writes rendered VMs into tx. Returns stats {written=, unchanged=, removed=,
---- namespaces=}. `opts.prune_claims` (default true) removes claim/volume files no
---- VM refers to any more in the namespaces touched.
+--- namespaces=, cache = { ["ns/name"] = {in=, files=} } (for vmdr.rendercache, when
+--- rendered with one)}. Claim/volume files no VM refers to any more are removed in the
+--- namespaces whose set of files changed. A cached VM (see render) whose files in the
+--- repository are not the recorded ones is rendered here; if that fails it is added to
+--- rendered.failed.
 function M.write(ctx, tx, lay, rendered)
     local stats = { written = 0, unchanged = 0, removed = 0, files = 0, changed_vms = {} }
     M.init_layout(ctx, tx, lay)
-    local dirty, checked = {}, {}
+    local dirty, checked, verified = {}, {}, {}
     for _, v in ipairs(rendered.vms) do
-        local paths = {}
-        for p in pairs(v.files) do paths[#paths + 1] = p end
-        table.sort(paths)
+        local state = "rendered"
+        if v.cached then
+            local err
+            state, err = settle_cached(ctx, tx, lay, rendered, v)
+            if not state then return nil, err end
+            if state == "current" then verified[v] = v.cached end
+        end
         local changed, reshaped = false, false
-        local vm_path = lay:vm(v.ns, v.name)
-        for _, p in ipairs(paths) do
-            local bytes = v.files[p]
-            -- false: the file already holds these bytes (compared by object id, cheaply)
-            local wrote, created = tx:write(p, bytes)
-            if wrote == nil then return nil, created end
-            if wrote then
-                if created then
-                    reshaped = true -- a new file: the kustomization lists it
-                elseif p == vm_path and not reshaped then
-                    -- a VM whose disk list changed leaves claim files behind
-                    local old = yaml.decode(tx:read(p, { head = true }) or "")
-                    local new = yaml.decode(bytes)
-                    if type(old) ~= "table" or type(new) ~= "table"
-                        or table.concat(inventory.vm_claims(old), "\0")
-                            ~= table.concat(inventory.vm_claims(new), "\0") then
-                        reshaped = true
+        if state == "rendered" and not v.failed then
+            local paths = {}
+            for p in pairs(v.files) do paths[#paths + 1] = p end
+            table.sort(paths)
+            local vm_path = lay:vm(v.ns, v.name)
+            for _, p in ipairs(paths) do
+                local bytes = v.files[p]
+                -- false: the file already holds these bytes (compared by object id, cheaply)
+                local wrote, created = tx:write(p, bytes)
+                if wrote == nil then return nil, created end
+                if wrote then
+                    if created then
+                        reshaped = true -- a new file: the kustomization lists it
+                    elseif p == vm_path and not reshaped then
+                        -- a VM whose disk list changed leaves claim files behind
+                        local old = yaml.decode(tx:read(p, { head = true }) or "")
+                        local new = yaml.decode(bytes)
+                        if type(old) ~= "table" or type(new) ~= "table"
+                            or table.concat(inventory.vm_claims(old), "\0")
+                                ~= table.concat(inventory.vm_claims(new), "\0") then
+                            reshaped = true
+                        end
                     end
+                    stats.files = stats.files + 1
+                    changed = true
                 end
-                stats.files = stats.files + 1
-                changed = true
             end
         end
-        -- only a namespace whose set of files changed needs its kustomizations and
-        -- unreferenced claim files settled (reading every file there is the slow part)
-        if reshaped then dirty[v.ns] = true end
-        if changed then
-            stats.written = stats.written + 1
-            stats.changed_vms[#stats.changed_vms + 1] = v.ns .. "/" .. v.name
-        end
-        if not dirty[v.ns] and not checked[v.ns] then
-            checked[v.ns] = true
-            -- a namespace whose kustomization is missing (first run, hand edit) is settled too
-            if tx:read(lay:base_kustomization(v.ns)) == nil or tx:read(lay:overlay_kustomization(v.ns)) == nil then
-                dirty[v.ns] = true
+        if not v.failed then
+            -- only a namespace whose set of files changed needs its kustomizations and
+            -- unreferenced claim files settled (reading every file there is the slow part)
+            if reshaped then dirty[v.ns] = true end
+            if changed then
+                stats.written = stats.written + 1
+                stats.changed_vms[#stats.changed_vms + 1] = v.ns .. "/" .. v.name
             end
+            if not dirty[v.ns] and not checked[v.ns] then
+                checked[v.ns] = true
+                -- a namespace whose kustomization is missing (first run, hand edit) is settled too
+                if tx:read(lay:base_kustomization(v.ns)) == nil
+                    or tx:read(lay:overlay_kustomization(v.ns)) == nil then
+                    dirty[v.ns] = true
+                end
+            end
+            if not changed then stats.unchanged = stats.unchanged + 1 end
         end
-        if not changed then stats.unchanged = stats.unchanged + 1 end
     end
     local nss = {}
     for ns in pairs(dirty) do nss[#nss + 1] = ns end
     table.sort(nss)
     local known = {}
     for _, v in ipairs(rendered.vms) do
-        if dirty[v.ns] then
+        if dirty[v.ns] and not v.failed then
             local uses = {}
-            for p in pairs(v.files) do uses[basename(p)] = true end
+            for p in pairs(v.files or v.cached) do uses[basename(p)] = true end
             known[lay:vm(v.ns, v.name)] = uses
         end
     end
     settle_namespaces(tx, lay, nss, stats, known)
     stats.namespaces = #nss
+    stats.cache = cache_entries(tx, rendered, verified)
     return stats
 end
 
