@@ -16,6 +16,13 @@
  * filled (code "invalid", the message giving line and column) and nothing pushed. */
 int vmdr_json_decode_push(lua_State *L, const char *s, size_t n, vmdr_err *err);
 
+/* The same with a scratch the caller owns (vmdr_codec_scratch_push, codec.h) and keeps
+ * on the stack across calls: decoding many small documents (the items of a list) then
+ * leaves no garbage per call, which matters while the collector is paused. */
+struct vmdr_codec_scratch;
+int vmdr_json_decode_push_with(lua_State *L, const char *s, size_t n,
+                               struct vmdr_codec_scratch *scratch, vmdr_err *err);
+
 /* Encodes the value at idx and pushes the JSON string. Returns 0, or -1 with err
  * (code "invalid": a cycle, a function, NaN/inf, a table mixing keys) and nothing pushed. */
 int vmdr_json_encode_push(lua_State *L, int idx, vmdr_err *err);
