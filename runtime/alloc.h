@@ -23,8 +23,21 @@
 
 typedef struct vmdr_pool vmdr_pool;
 
-/* A new pool, or NULL (out of memory, or a sanitizer build, where every Lua object must
- * stay a malloc block that the sanitizer can watch: use the libc allocator then). */
+/* Whether vmdr-run's state uses the pool: not in a sanitizer build, where every Lua
+ * object must stay a malloc block that the sanitizer watches (the pool's own tests still
+ * run there). */
+#if defined(__SANITIZE_ADDRESS__)
+#define VMDR_POOL_FOR_LUA 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define VMDR_POOL_FOR_LUA 0
+#endif
+#endif
+#ifndef VMDR_POOL_FOR_LUA
+#define VMDR_POOL_FOR_LUA 1
+#endif
+
+/* A new pool, or NULL (out of memory). */
 vmdr_pool *vmdr_pool_new(void);
 /* Frees every region. Call after lua_close of the state that used it. */
 void vmdr_pool_delete(vmdr_pool *p);
