@@ -125,7 +125,7 @@ static chunk *chunk_get(vmdr_pool *p, unsigned cls)
 static void chunk_put(vmdr_pool *p, chunk *c)
 {
     p->chunks_used--;
-    if (p->closing || p->nempty < CACHE_MAX) {
+    if (p->nempty < CACHE_MAX) {
         c->next = p->empty;
         p->empty = c;
         p->nempty++;
@@ -193,6 +193,8 @@ void *vmdr_pool_lalloc(void *ud, void *ptr, size_t osize, size_t nsize)
     /* With ptr == NULL, osize is a type tag, not a size (Lua manual, lua_Alloc). */
     int old_pooled = ptr != NULL && osize <= VMDR_POOL_MAX;
     if (nsize == 0) {
+        if (old_pooled && p->closing)
+            return NULL; /* the state is closing: vmdr_pool_delete unmaps all at once */
         if (old_pooled)
             pool_free(p, ptr);
         else

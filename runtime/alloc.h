@@ -41,8 +41,9 @@ typedef struct vmdr_pool vmdr_pool;
 vmdr_pool *vmdr_pool_new(void);
 /* Frees every region. Call after lua_close of the state that used it. */
 void vmdr_pool_delete(vmdr_pool *p);
-/* The state is being closed: every block is about to be freed, so emptied chunks are
- * not given back one by one (vmdr_pool_delete unmaps the regions at once). */
+/* The state is being closed: every block is about to be freed, so pooled blocks are not
+ * freed one by one (touching a million blocks to link them into free lists costs more
+ * than the rest of lua_close); vmdr_pool_delete unmaps the regions at once. */
 void vmdr_pool_closing(vmdr_pool *p);
 /* Gives the cached empty chunks back to the kernel. Returns the bytes released. */
 size_t vmdr_pool_trim(vmdr_pool *p);

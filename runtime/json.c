@@ -772,9 +772,10 @@ static int dec_value(jdec *d)
     }
 }
 
-/* Decodes with the scratch s (owned by the caller); pushes the value or nothing. */
+/* Decodes with the scratch s (owned by the caller); pushes the value or nothing. With
+ * used != NULL the value may be followed by anything: *used is the bytes it took. */
 static int decode_with(lua_State *L, const char *s, size_t n, vmdr_codec_scratch *scratch,
-                       vmdr_err *err)
+                       size_t *used, vmdr_err *err)
 {
     int top = lua_gettop(L);
     jdec d;
@@ -795,6 +796,11 @@ static int decode_with(lua_State *L, const char *s, size_t n, vmdr_codec_scratch
         lua_settop(L, top);
         return -1;
     }
+    if (used) {
+        *used = (size_t)(d.p - s);
+        lua_replace(L, top + 1); /* stack: value */
+        return 0;
+    }
     skip_ws(&d);
     if (d.p != d.end) {
         dec_unexpected(&d, "the end of input after the JSON value");
@@ -809,7 +815,7 @@ int vmdr_json_decode_push(lua_State *L, const char *s, size_t n, vmdr_err *err)
 {
     luaL_checkstack(L, 1, "decoding JSON");
     vmdr_codec_scratch *scratch = vmdr_codec_scratch_push(L); /* stack: scratch */
-    int rc = decode_with(L, s, n, scratch, err);               /* stack: scratch [value] */
+    int rc = decode_with(L, s, n, scratch, NULL, err);         /* stack: scratch [value] */
     vmdr_codec_scratch_free(scratch);
     lua_remove(L, rc == 0 ? -2 : -1);
     return rc;
@@ -818,7 +824,13 @@ int vmdr_json_decode_push(lua_State *L, const char *s, size_t n, vmdr_err *err)
 int vmdr_json_decode_push_with(lua_State *L, const char *s, size_t n,
                                vmdr_codec_scratch *scratch, vmdr_err *err)
 {
-    return decode_with(L, s, n, scratch, err);
+    return decode_with(L, s, n, scratch, NULL, err);
+}
+
+int vmdr_json_decode_prefix_with(lua_State *L, const char *s, size_t n,
+                                 vmdr_codec_scratch *scratch, size_t *used, vmdr_err *err)
+{
+    return decode_with(L, s, n, scratch, used, err);
 }
 
 /* ---- encoder ------------------------------------------------------------------------ */

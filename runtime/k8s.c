@@ -150,6 +150,41 @@ static int decode_item(lua_State *L)
     return 0;
 }
 
+/* decode_prefix(ls, ptr, len, items) -> bytes: decodes the item that starts at ptr */
+static int decode_prefix(lua_State *L)
+{
+    list_stream *ls = lua_touserdata(L, 1);
+    const char *p = lua_touserdata(L, 2);
+    size_t n = (size_t)lua_tointeger(L, 3), used = 0;
+    vmdr_err err;
+    vmdr_err_clear(&err);
+    if (vmdr_json_decode_prefix_with(L, p, n, ls->scratch, &used, &err) != 0)
+        return luaL_error(L, "%s", err.message);
+    lua_rawseti(L, 4, (lua_Integer)ls->scan.count + 1); /* count is bumped after the call */
+    lua_pushinteger(L, (lua_Integer)used);
+    return 1;
+}
+
+/* The scanner's try_item: decodes in place; 0 on any failure (the scanner then delimits
+ * the item itself and list_item reports what is wrong with it). */
+static long list_try_item(void *payload, const char *p, size_t n, vmdr_err *err)
+{
+    list_stream *ls = payload;
+    lua_State *L = ls->L;
+    lua_pushcfunction(L, decode_prefix);
+    lua_pushlightuserdata(L, ls);
+    lua_pushlightuserdata(L, (void *)p);
+    lua_pushinteger(L, (lua_Integer)n);
+    lua_pushvalue(L, ls->items);
+    if (lua_pcall(L, 4, 1, 0) != LUA_OK) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    long used = (long)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return used;
+}
+
 static int list_item(void *payload, const char *p, size_t n, vmdr_err *err)
 {
     list_stream *ls = payload;
@@ -245,6 +280,7 @@ static int conn_request(lua_State *L)
         ls = lua_newuserdatauv(L, sizeof *ls, 0);
         memset(ls, 0, sizeof *ls);
         vmdr_k8s_listscan_init(&ls->scan);
+        ls->scan.try_item = list_try_item;
         lua_createtable(L, 0, 1);
         lua_pushcfunction(L, list_stream_gc);
         lua_setfield(L, -2, "__gc");
