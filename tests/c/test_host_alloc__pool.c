@@ -144,6 +144,50 @@ int main(void)
           peak_regions, st.regions);
     for (int i = 0; i < PEAK; i++)
         vmdr_pool_lalloc(p, many[i], 24, 0);
+
+    /* sparse survivors: trim gives back the pages holding only free blocks, the
+     * survivors keep their bytes, and allocation goes on correctly afterwards */
+    for (int i = 0; i < PEAK; i++) {
+        many[i] = vmdr_pool_lalloc(p, NULL, 0, 8 + (size_t)(i % 5) * 40);
+        memset(many[i], (unsigned char)i, 8 + (size_t)(i % 5) * 40);
+    }
+    for (int i = 0; i < PEAK; i++) {
+        if (i % 97 != 0) {
+            vmdr_pool_lalloc(p, many[i], 8 + (size_t)(i % 5) * 40, 0);
+            many[i] = NULL;
+        }
+    }
+    size_t released = vmdr_pool_trim(p);
+    CHECK(released > (size_t)4 << 20, "trim gave back only %zu bytes", released);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < PEAK; i++) {
+            size_t n = 8 + (size_t)(i % 5) * 40;
+            if (many[i] == NULL) {
+                many[i] = vmdr_pool_lalloc(p, NULL, 0, n);
+                memset(many[i], (unsigned char)i, n);
+                continue;
+            }
+            unsigned char *b = many[i];
+            int same = 1;
+            for (size_t k = 0; k < n; k++)
+                same &= b[k] == (unsigned char)i;
+            CHECK(same, "block %d changed after trim (round %d)", i, round);
+            if (round == 0 && i % 3 == 0) {
+                vmdr_pool_lalloc(p, many[i], n, 0);
+                many[i] = NULL;
+            }
+        }
+        vmdr_pool_trim(p);
+    }
+    for (int i = 0; i < PEAK; i++)
+        if (many[i])
+            vmdr_pool_lalloc(p, many[i], 8 + (size_t)(i % 5) * 40, 0);
+    vmdr_pool_get_stats(p, &st);
+    CHECK(st.blocks == 0, "%zu blocks counted after freeing all", st.blocks);
+    vmdr_pool_trim(p);
+    vmdr_pool_get_stats(p, &st);
+    CHECK(st.chunks_used == 0 && st.chunks_empty == 0, "after trim: %zu used, %zu cached",
+          st.chunks_used, st.chunks_empty);
     free(many);
     vmdr_pool_delete(p);
 
