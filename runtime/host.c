@@ -12,6 +12,7 @@
 
 #include <lualib.h>
 
+#include "alloc.h"
 #include "lutil.h"
 
 #ifndef VMDR_SOURCE_LUA_DIR
@@ -324,6 +325,43 @@ static int report(lua_State *L)
     return code;
 }
 
+/* What luaL_newstate installs, for a state made with our allocator: an error outside
+ * any protected call is reported before Lua aborts, and warnings (an error in a __gc,
+ * warn()) are off until "@on", as in lauxlib. */
+static int host_panic(lua_State *L)
+{
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "vmdr-run: PANIC: unprotected error in call to Lua API (%s)\n",
+            msg ? msg : "error object is not a string");
+    fflush(stderr);
+    return 0; /* Lua aborts */
+}
+
+/* lua_WarnFunction; ud points at the host's warning state: 0 off, 1 on, 2 continuing */
+static void host_warn(void *ud, const char *msg, int tocont)
+{
+    int *state = ud;
+    if (*state != 2 && !tocont && *msg == '@') { /* a control message */
+        if (strcmp(msg, "@off") == 0)
+            *state = 0;
+        else if (strcmp(msg, "@on") == 0)
+            *state = 1;
+        return;
+    }
+    if (*state == 0)
+        return;
+    if (*state == 1)
+        fputs("Lua warning: ", stderr);
+    fputs(msg, stderr);
+    if (tocont) {
+        *state = 2;
+    } else {
+        fputs("\n", stderr);
+        fflush(stderr);
+        *state = 1;
+    }
+}
+
 int vmdr_host_run(const vmdr_host_opts *opts, const char *argv0)
 {
     struct pmain_args a;
@@ -331,10 +369,22 @@ int vmdr_host_run(const vmdr_host_opts *opts, const char *argv0)
     a.argv0 = argv0;
     find_lua_dir(a.lua_dir, sizeof a.lua_dir);
 
-    lua_State *L = luaL_newstate();
+    /* The pool allocator (alloc.h): a large list decoded into tables costs a quarter
+     * less CPU and a tenth less memory than with malloc per object. Not in sanitizer
+     * builds, which must see every object as its own malloc block. */
+    const char *which = getenv("VMDR_LUA_ALLOC"); /* "malloc": glibc per object, to compare */
+    int use_pool = VMDR_POOL_FOR_LUA && !(which && strcmp(which, "malloc") == 0);
+    vmdr_pool *pool = use_pool ? vmdr_pool_new() : NULL;
+    int warn_state = 0;
+    lua_State *L = pool ? lua_newstate(vmdr_pool_lalloc, pool) : luaL_newstate();
     if (L == NULL) {
         fprintf(stderr, "vmdr-run: cannot create Lua state: not enough memory\n");
+        vmdr_pool_delete(pool);
         return VMDR_EXIT_LUA;
+    }
+    if (pool) {
+        lua_atpanic(L, host_panic);
+        lua_setwarnf(L, host_warn, &warn_state);
     }
     install_signals();
 
@@ -353,6 +403,9 @@ int vmdr_host_run(const vmdr_host_opts *opts, const char *argv0)
         code = VMDR_EXIT_OK;
     }
     /* Closing the state runs every __gc: handles release sockets, locks, temp files. */
+    if (pool)
+        vmdr_pool_closing(pool); /* every object is freed now: no chunk-by-chunk release */
     lua_close(L);
+    vmdr_pool_delete(pool);
     return code;
 }

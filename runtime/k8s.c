@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "json.h"
 #include "k8s/k8s.h"
 #include "lutil.h"
@@ -122,90 +123,83 @@ static void push_body(lua_State *L, const char *body, size_t len, const char *ct
 }
 
 /* Decoding a list while it downloads (opts.stream_list): the hook of the core request
- * feeds the list scanner, which hands over each complete item. Items are batched into a
- * JSON array of about BATCH_BYTES and decoded in one call: one decoder call per item
- * would leave one scratch object of garbage per item, tens of megabytes for a big list
- * while the collector is paused. */
-#define BATCH_BYTES ((size_t)256 << 10)
-
+ * feeds the list scanner, which hands over each complete item; the item is decoded
+ * straight from the receive buffer into the items table. The decoder's scratch is made
+ * once per list and reused, so an item leaves no garbage behind while the collector is
+ * paused (a scratch per call was tens of megabytes of garbage for a big list). */
 typedef struct list_stream {
     lua_State *L;
     int items;   /* stack index of the items table */
     int passive; /* not a JSON 200: the body is left whole for the usual path */
     int decided;
     vmdr_k8s_listscan scan;
-    char *batch; /* "[" item "," item "," ... */
-    size_t blen, bcap;
-    long bfirst; /* index of the batch's first item in the list */
+    vmdr_codec_scratch *scratch; /* anchored on the stack next to the items table */
 } list_stream;
 
-/* decode_batch(ptr, len, items) -> (): appends every element of the decoded array */
-static int decode_batch(lua_State *L)
+/* decode_item(ls, ptr, len, items) -> (): appends the decoded item to items */
+static int decode_item(lua_State *L)
 {
-    const char *p = lua_touserdata(L, 1);
-    size_t n = (size_t)lua_tointeger(L, 2);
+    list_stream *ls = lua_touserdata(L, 1);
+    const char *p = lua_touserdata(L, 2);
+    size_t n = (size_t)lua_tointeger(L, 3);
     vmdr_err err;
     vmdr_err_clear(&err);
-    if (vmdr_json_decode_push(L, p, n, &err) != 0)
+    if (vmdr_json_decode_push_with(L, p, n, ls->scratch, &err) != 0)
         return luaL_error(L, "%s", err.message);
-    /* stack: ptr len items batch */
-    lua_Integer base = (lua_Integer)lua_rawlen(L, 3);
-    lua_Integer k = (lua_Integer)lua_rawlen(L, 4);
-    for (lua_Integer i = 1; i <= k; i++) {
-        lua_rawgeti(L, 4, i);
-        lua_rawseti(L, 3, base + i);
-    }
+    lua_rawseti(L, 4, (lua_Integer)ls->scan.count + 1); /* count is bumped after the call */
     return 0;
 }
 
-static int batch_flush(list_stream *ls, vmdr_err *err)
+/* decode_prefix(ls, ptr, len, items) -> bytes: decodes the item that starts at ptr */
+static int decode_prefix(lua_State *L)
 {
+    list_stream *ls = lua_touserdata(L, 1);
+    const char *p = lua_touserdata(L, 2);
+    size_t n = (size_t)lua_tointeger(L, 3), used = 0;
+    vmdr_err err;
+    vmdr_err_clear(&err);
+    if (vmdr_json_decode_prefix_with(L, p, n, ls->scratch, &used, &err) != 0)
+        return luaL_error(L, "%s", err.message);
+    lua_rawseti(L, 4, (lua_Integer)ls->scan.count + 1); /* count is bumped after the call */
+    lua_pushinteger(L, (lua_Integer)used);
+    return 1;
+}
+
+/* The scanner's try_item: decodes in place; 0 on any failure (the scanner then delimits
+ * the item itself and list_item reports what is wrong with it). */
+static long list_try_item(void *payload, const char *p, size_t n, vmdr_err *err)
+{
+    list_stream *ls = payload;
     lua_State *L = ls->L;
-    if (ls->blen <= 1)
-        return 0;
-    ls->batch[ls->blen - 1] = ']'; /* the trailing comma closes the array */
-    long first = ls->bfirst, last = ls->scan.count;
-    /* protected: a memory error must not longjmp across the core's wait loop */
-    lua_pushcfunction(L, decode_batch);
-    lua_pushlightuserdata(L, ls->batch);
-    lua_pushinteger(L, (lua_Integer)ls->blen);
+    lua_pushcfunction(L, decode_prefix);
+    lua_pushlightuserdata(L, ls);
+    lua_pushlightuserdata(L, (void *)p);
+    lua_pushinteger(L, (lua_Integer)n);
     lua_pushvalue(L, ls->items);
-    int st = lua_pcall(L, 3, 0, 0);
-    ls->blen = 1;
-    ls->bfirst = last;
-    if (st != LUA_OK) {
-        vmdr_err_set(err, "bad_response", 0, "the response is not valid JSON: items[%ld..%ld]: %s",
-                     first, last - 1, lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+    if (lua_pcall(L, 4, 1, 0) != LUA_OK) {
         lua_pop(L, 1);
-        return -1;
+        return 0;
     }
-    return 0;
+    long used = (long)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return used;
 }
 
 static int list_item(void *payload, const char *p, size_t n, vmdr_err *err)
 {
     list_stream *ls = payload;
-    if (ls->blen + n + 2 > ls->bcap) {
-        size_t cap = ls->bcap ? ls->bcap : BATCH_BYTES + 4096;
-        while (cap < ls->blen + n + 2)
-            cap *= 2;
-        char *nb = realloc(ls->batch, cap);
-        if (nb == NULL)
-            return vmdr_err_set(err, "nomem", 0, "out of memory");
-        ls->batch = nb;
-        ls->bcap = cap;
-    }
-    if (ls->blen == 0)
-        ls->batch[ls->blen++] = '[';
-    memcpy(ls->batch + ls->blen, p, n);
-    ls->blen += n;
-    ls->batch[ls->blen++] = ',';
-    /* count is bumped after this returns: the batch ends with item count */
-    if (ls->blen >= BATCH_BYTES) {
-        ls->scan.count++;
-        int rc = batch_flush(ls, err);
-        ls->scan.count--;
-        return rc;
+    lua_State *L = ls->L;
+    /* protected: a memory error must not longjmp across the core's wait loop */
+    lua_pushcfunction(L, decode_item);
+    lua_pushlightuserdata(L, ls);
+    lua_pushlightuserdata(L, (void *)p);
+    lua_pushinteger(L, (lua_Integer)n);
+    lua_pushvalue(L, ls->items);
+    if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
+        vmdr_err_set(err, "bad_response", 0, "the response is not valid JSON: items[%ld]: %s",
+                     ls->scan.count, lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+        lua_pop(L, 1);
+        return -1;
     }
     return 0;
 }
@@ -220,19 +214,14 @@ static long list_hook(void *payload, long status, const char *ctype, const char 
     }
     if (ls->passive)
         return 0;
-    long used = vmdr_k8s_listscan_feed(&ls->scan, buf, len, done, list_item, ls, err);
-    if (used >= 0 && done && batch_flush(ls, err) != 0)
-        return -1;
-    return used;
+    return vmdr_k8s_listscan_feed(&ls->scan, buf, len, done, list_item, ls, err);
 }
 
-/* __gc of the scanner box: frees the envelope and batch buffers */
+/* __gc of the scanner box: frees the envelope buffer */
 static int list_stream_gc(lua_State *L)
 {
     list_stream *ls = lua_touserdata(L, 1);
     vmdr_k8s_listscan_free(&ls->scan);
-    free(ls->batch);
-    ls->batch = NULL;
     return 0;
 }
 
@@ -286,14 +275,17 @@ static int conn_request(lua_State *L)
         r.body = lua_tolstring(L, 5, &r.body_len);
     list_stream *ls = NULL;
     if (stream_list) {
-        /* stack: ... body box items (the box frees the scanner if anything raises) */
+        /* stack: ... body box scratch items (the box frees the scanner, the scratch its
+         * buffer, if anything raises) */
         ls = lua_newuserdatauv(L, sizeof *ls, 0);
         memset(ls, 0, sizeof *ls);
         vmdr_k8s_listscan_init(&ls->scan);
+        ls->scan.try_item = list_try_item;
         lua_createtable(L, 0, 1);
         lua_pushcfunction(L, list_stream_gc);
         lua_setfield(L, -2, "__gc");
         lua_setmetatable(L, -2);
+        ls->scratch = vmdr_codec_scratch_push(L);
         lua_newtable(L);
         vmdr_push_array_mt(L);
         lua_setmetatable(L, -2);

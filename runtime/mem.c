@@ -1,7 +1,8 @@
 /* vmdr.mem: the process's memory, for long-running workflows (the monitor).
  *
  *   mem.rss()   -> resident set size in bytes | nil, err   (from /proc/self/statm)
- *   mem.trim()  -> true   freed heap memory given back to the system (glibc malloc_trim)
+ *   mem.trim()  -> true   freed heap memory given back to the system (the Lua state's pool,
+ *                         runtime/alloc.h, and glibc malloc_trim)
  *               -> false  this allocator cannot (not glibc, or a sanitizer's allocator)
  *
  * Why: after the monitor's full converge (tens of thousands of objects decoded, rendered and
@@ -18,6 +19,7 @@
 #include <malloc.h>
 #endif
 
+#include "alloc.h"
 #include "lutil.h"
 
 /* mem.rss() -> bytes | nil, err */
@@ -54,6 +56,9 @@ static int mem_rss(lua_State *L)
 static int mem_trim(lua_State *L)
 {
 #if VMDR_CAN_TRIM
+    void *ud;
+    if (lua_getallocf(L, &ud) == vmdr_pool_lalloc)
+        vmdr_pool_trim(ud); /* the host's pool: its cached empty chunks */
     malloc_trim(0);
 #endif
     lua_pushboolean(L, VMDR_CAN_TRIM);

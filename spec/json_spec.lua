@@ -100,6 +100,54 @@ describe("vmdr.json", function()
     end)
   end
 
+  -- The decoder keeps up to 256 members per container on the Lua stack and sizes the
+  -- table once (runtime/json.c PENDING_MAX): counts around that boundary, order, and
+  -- the worst stack use (512 levels each holding 255 pending members).
+  it("decodes containers of any size, in order, around the presizing boundary", function()
+    for _, n in ipairs { 0, 1, 255, 256, 257, 511, 512, 513, 100000 } do
+      local parts, keys = {}, {}
+      for i = 1, n do
+        parts[i] = i % 3 == 0 and "null" or (i % 3 == 1 and tostring(i) or '"s' .. i .. '"')
+        keys[i] = string.format('"k%06d":%s', i, parts[i])
+      end
+      local a = assert(json.decode("[" .. table.concat(parts, ",") .. "]"))
+      local o = assert(json.decode("{" .. table.concat(keys, ",") .. "}"))
+      assert.equals(array_mt, getmetatable(a))
+      assert.equals(n, #a)
+      local count = 0
+      for _ in pairs(o) do count = count + 1 end
+      assert.equals(n, count)
+      for _, i in ipairs { 1, 2, 3, 255, 256, 257, n } do
+        if i >= 1 and i <= n then
+          local want = i % 3 == 0 and null or (i % 3 == 1 and i or "s" .. i)
+          assert.equals(want, a[i])
+          assert.equals(want, o[string.format("k%06d", i)])
+        end
+      end
+      assert.equals("[" .. table.concat(parts, ",") .. "]", assert(json.encode(a)))
+    end
+  end)
+
+  it("keeps the last value of a duplicate key, across the presizing boundary", function()
+    assert.equals(2, json.decode('{"a":1,"a":2}').a)
+    local parts = { '"d":"first"' }
+    for i = 1, 300 do parts[#parts + 1] = '"x' .. i .. '":' .. i end
+    parts[#parts + 1] = '"d":"last"'
+    assert.equals("last", json.decode("{" .. table.concat(parts, ",") .. "}").d)
+  end)
+
+  it("decodes 512 levels each holding 255 members before the next level", function()
+    local filler = {}
+    for i = 1, 255 do filler[i] = '"f' .. i .. '":' .. i end
+    filler = table.concat(filler, ",")
+    local s = ('{' .. filler .. ',"n":'):rep(511) .. '{' .. filler .. '}' .. ('}'):rep(511)
+    local v = assert(json.decode(s))
+    local depth = 1
+    while v.n do v, depth = v.n, depth + 1 end
+    assert.equals(512, depth)
+    assert.equals(255, v.f255)
+  end)
+
   it("limits nesting to 512 on decode, without crashing", function()
     assert.truthy(json.decode(("["):rep(512) .. ("]"):rep(512)))
     local v, err = json.decode(("["):rep(513) .. ("]"):rep(513))

@@ -107,6 +107,14 @@ typedef struct vmdr_k8s_listscan {
     size_t cand_len;
     size_t pos;        /* bytes of the kept buffer already scanned */
     size_t item_start; /* offset of the current item in the kept buffer */
+    /* Optional (NULL: every item is scanned, then handed to item()): decodes an item in
+     * place from its first byte, so its bytes are read once, not scanned and then
+     * decoded. Tried only with at least 4x the longest item so far (+4 KiB) at hand, so
+     * it is most likely whole. Returns the item's length, 0 when it failed (then the item
+     * is scanned and handed to item() as usual, which reports a real error), -1 with
+     * err to abort. */
+    long (*try_item)(void *payload, const char *p, size_t n, vmdr_err *err);
+    size_t max_item; /* the longest item so far */
 } vmdr_k8s_listscan;
 void vmdr_k8s_listscan_init(vmdr_k8s_listscan *s);
 long vmdr_k8s_listscan_feed(vmdr_k8s_listscan *s, const char *buf, size_t len, int done,

@@ -82,6 +82,19 @@ long vmdr_k8s_listscan_feed(vmdr_k8s_listscan *s, const char *buf, size_t len, i
         }
         switch (s->mode) {
         case M_BETWEEN:
+            if (c == '{' && s->try_item && len - i >= 4 * s->max_item + 4096) {
+                long n = s->try_item(payload, buf + i, len - i, err);
+                if (n < 0)
+                    return -1;
+                if (n > 0) {
+                    if ((size_t)n > s->max_item)
+                        s->max_item = (size_t)n;
+                    s->count++;
+                    used = i + (size_t)n;
+                    i = used - 1; /* the loop steps to the byte after the item */
+                    break;
+                }
+            }
             if (c == '{') {
                 s->mode = M_ITEM;
                 s->item_start = i;
@@ -106,7 +119,10 @@ long vmdr_k8s_listscan_feed(vmdr_k8s_listscan *s, const char *buf, size_t len, i
                 s->depth++;
             } else if (c == '}' || c == ']') {
                 if (--s->depth == 2) {
-                    if (item(payload, buf + s->item_start, i + 1 - s->item_start, err) != 0)
+                    size_t n = i + 1 - s->item_start;
+                    if (n > s->max_item)
+                        s->max_item = n;
+                    if (item(payload, buf + s->item_start, n, err) != 0)
                         return -1;
                     s->count++;
                     s->mode = M_BETWEEN;

@@ -87,7 +87,82 @@ describe("vmdr.k8s transport", function()
     local l, err = c:list(PODS, { namespace = "ns" })
     assert.is_nil(l)
     assert.equals("bad_response", err.code)
-    assert.matches("items%[0%.%.1%]", err.message)
+    assert.matches("items%[1%]: invalid JSON at line 1 column 21", err.message) -- the exact item
+  end)
+
+  -- A list is decoded while it streams in: the scanner delimits items that arrive in
+  -- pieces, and an item with plenty of bytes at hand is decoded in place in one pass
+  -- (runtime/k8s/listscan.c try_item), falling back to the scanner when it turns out cut
+  -- short or bad. Each shape below must give exactly what decoding the whole body gives.
+  local json = require "vmdr.json"
+  local function tricky_items(n, pad)
+    local items = {}
+    for i = 1, n do
+      items[i] = string.format('{"metadata":{"name":"p%d","namespace":"ns","uid":"u-%d"},'
+        .. '"spec":{"q":"a \\"quoted\\" \\\\ \\u00e9 \\ud83d\\ude00 é😀 [{x}]",'
+        .. '"n":[%d,-%d.5,1e%d,true,false,null,[],{}],"pad":"%s"}}',
+        i, i, i * 1000003, i, i % 300, (pad or ""):rep(1))
+    end
+    return items
+  end
+  local function body_of(items)
+    return '{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"7"},"items":[ '
+      .. table.concat(items, " ,\n") .. ' ]}'
+  end
+  -- (cuts move off UTF-8 continuation bytes: the script server takes its pieces as JSON)
+  local function pieces(s, cuts)
+    local out, from = {}, 1
+    for _, at in ipairs(cuts) do
+      while at <= #s and s:byte(at) >= 0x80 and s:byte(at) < 0xC0 do at = at + 1 end
+      if at > from then out[#out + 1] = s:sub(from, at - 1); from = at end
+    end
+    out[#out + 1] = s:sub(from)
+    return out
+  end
+  local function serve_in_pieces(parts)
+    srv.set { { path = "/api/v1/namespaces/ns/pods", replies = { { status = 200,
+      headers = { ["Content-Type"] = "application/json" }, lines = parts, delay = 0.002 } } } }
+  end
+
+  it("decodes list items streamed in pieces cut anywhere", function()
+    local body = body_of(tricky_items(12))
+    local want = assert(json.decode(body))
+    local cuts = {}
+    for at = 2, #body, 7 do cuts[#cuts + 1] = at end -- every 7 bytes: inside every token
+    serve_in_pieces(pieces(body, cuts))
+    local l = assert(c:list(PODS, { namespace = "ns" }))
+    assert.same(want, l)
+    assert.equals(json.array_mt, getmetatable(l.items))
+    assert.equals(json.null, l.items[12].spec.n[6])
+  end)
+
+  it("decodes an item in place, and falls back when it is cut short or larger", function()
+    -- small items first (so the in-place decode is tried), then one of 60 KB, sent so
+    -- that its first piece ends 9000 bytes into it: tried, cut short, then scanned
+    local items = tricky_items(40)
+    items[30] = tricky_items(1, ("big "):rep(15000))[1]:gsub('"p1"', '"p30"')
+    local body = body_of(items)
+    local want = assert(json.decode(body))
+    local start = body:find('"p30"', 1, true)
+    serve_in_pieces(pieces(body, { start + 9000, start + 30000 }))
+    local l = assert(c:list(PODS, { namespace = "ns" }))
+    assert.equals(40, #l.items)
+    assert.same(want, l)
+    -- the whole body at once: every item is decoded in place
+    srv.set { { path = "/api/v1/namespaces/ns/pods", replies = { kt.reply(200, body) } } }
+    assert.same(want, assert(c:list(PODS, { namespace = "ns" })))
+  end)
+
+  it("names a bad item that the in-place decode met first", function()
+    local items = tricky_items(3)
+    items[2] = '{"metadata":{"name":nope}}'
+    items[4] = tricky_items(1, ("x"):rep(9000))[1]
+    srv.set { { path = "/api/v1/namespaces/ns/pods", replies = { kt.reply(200,
+      body_of(items)) } } }
+    local l, err = c:list(PODS, { namespace = "ns" })
+    assert.is_nil(l)
+    assert.equals("bad_response", err.code)
+    assert.matches("items%[1%]: invalid JSON at line 1 column 21", err.message)
   end)
 
   it("lists across pages, keeping the first page's envelope and every item", function()
