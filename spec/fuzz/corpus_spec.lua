@@ -1,0 +1,78 @@
+-- The Lua-level fuzz drivers (tests/fuzz/lua/*.lua) replayed on every stored input of
+-- their corpus (tests/fuzz/corpus/fuzz_<driver>/): the seeds and the regressions the
+-- 30-minute libFuzzer runs found, checked in both builds without libFuzzer. A driver
+-- raises when a parser raises on bad input or breaks its contract.
+--
+-- Regressions kept here (tests/fuzz/corpus/fuzz_selector/regress-*):
+--   * selector.from_label_selector turned a lone empty In/NotIn value (what
+--     to_match_expressions makes of `tier=`) into "tier in ()", a parse error, so a
+--     valid selector did not survive its LabelSelector form;
+--   * from_label_selector raised on a matchExpressions entry that is not a mapping
+--     ("attempt to index a number value") and on a matchLabels key that is not a
+--     string (sorting mixed key types), instead of returning nil, {code="invalid"}.
+local h = require "support.helper"
+
+local DRIVERS = { "selector", "kubeconfig", "control_panel" }
+
+local function files(dir)
+    local out = {}
+    local p = assert(io.popen("ls -1 " .. h.q(dir) .. " 2>/dev/null"))
+    for name in p:lines() do out[#out + 1] = name end
+    p:close()
+    table.sort(out)
+    return out
+end
+
+describe("fuzz corpus replay", function()
+    for _, name in ipairs(DRIVERS) do
+        it("runs the " .. name .. " driver on every stored input", function()
+            local driver = assert(loadfile(h.source_dir .. "/tests/fuzz/lua/" .. name .. ".lua"))()
+            local dir = h.source_dir .. "/tests/fuzz/corpus/fuzz_" .. name
+            local inputs = files(dir)
+            assert.is_true(#inputs >= 3, "the corpus of " .. name .. " has its seeds")
+            local tmp = h.tmpdir("fuzz-" .. name) .. "/input"
+            for _, f in ipairs(inputs) do
+                local ok, err = pcall(driver, h.read(dir .. "/" .. f), tmp)
+                assert(ok, string.format("%s on %s: %s", name, f, tostring(err)))
+            end
+        end)
+    end
+
+    it("the drivers catch a broken contract (they can fail)", function()
+        local driver = assert(loadfile(h.source_dir .. "/tests/fuzz/lua/selector.lua"))()
+        local selector = require "vmdr.selector"
+        local parse = selector.parse
+        -- a parser that raises on bad input, as the bugs above did
+        selector.parse = function() error("attempt to index a number value") end
+        local ok = pcall(driver, "a=b", "/dev/null")
+        selector.parse = parse
+        assert.is_false(ok)
+    end)
+end)
+
+describe("selector.from_label_selector regressions (found by fuzz_selector)", function()
+    local selector = require "vmdr.selector"
+
+    it("keeps a lone empty value: tier= survives its LabelSelector form", function()
+        for _, text in ipairs { "tier=", "tier!=", "tier in (,)", "a,tier notin (,)" } do
+            local sel = assert(selector.parse(text))
+            local back = assert(selector.from_label_selector(selector.to_match_expressions(sel)))
+            for _, labels in ipairs { {}, { tier = "" }, { tier = "x" }, { a = "1", tier = "" } } do
+                assert.equals(selector.match(sel, labels), selector.match(back, labels), text)
+            end
+        end
+    end)
+
+    it("returns invalid, never raises, on a malformed LabelSelector document", function()
+        for _, doc in ipairs {
+            { matchExpressions = { 1 } },
+            { matchExpressions = { { key = {}, operator = "Exists" } } },
+            { matchLabels = { [1] = "a", b = "c" } },
+            { matchLabels = { [true] = "a" } },
+        } do
+            local s, err = selector.from_label_selector(doc)
+            assert.is_nil(s)
+            assert.equals("invalid", err.code)
+        end
+    end)
+end)
