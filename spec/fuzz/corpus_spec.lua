@@ -10,6 +10,12 @@
 --   * from_label_selector raised on a matchExpressions entry that is not a mapping
 --     ("attempt to index a number value") and on a matchLabels key that is not a
 --     string (sorting mixed key types), instead of returning nil, {code="invalid"}.
+-- And in tests/fuzz/corpus/fuzz_control_panel/regress-*:
+--   * the control-panel editor (kustomize.lua scan) took a "path:" or "labelSelector:"
+--     line at any depth of a patches item for the item's own: a labelSelector outside
+--     target (found by fuzz_control_panel) or a nested "path: patches/power-on.yaml"
+--     made active_selectors list a group the YAML does not power on, activate answer
+--     "already active", and deactivate comment out the operator's other patch.
 local h = require "support.helper"
 
 local DRIVERS = { "selector", "kubeconfig", "control_panel" }
@@ -74,5 +80,49 @@ describe("selector.from_label_selector regressions (found by fuzz_selector)", fu
             assert.is_nil(s)
             assert.equals("invalid", err.code)
         end
+    end)
+end)
+
+describe("control-panel editor regressions (found by fuzz_control_panel)", function()
+    local kustomize = require "vmdr.kustomize"
+
+    it("reads path and labelSelector at the item's own level only", function()
+        local nested = table.concat({
+            "kind: Component",
+            "patches:",
+            "  - path: patches/other.yaml",
+            "    target:",
+            "      labelSelector: x=y",
+            "      path: patches/power-on.yaml",
+            "  - path: patches/power-on.yaml",
+            "    target1:",
+            "      labelSelector: a=b",
+            "",
+        }, "\n")
+        assert.same({}, kustomize.active_selectors(nested))
+        -- deactivate leaves the operator's patch alone: nothing of x=y is active
+        local out, changed = kustomize.deactivate(nested, "x=y")
+        assert.equals(nested, out)
+        assert.is_false(changed)
+        -- activate adds a real block instead of answering "already active"
+        out, changed = kustomize.activate(nested, "a=b")
+        assert.is_true(changed)
+        assert.same({ "a=b" }, kustomize.active_selectors(out))
+    end)
+
+    it("still reads '- path:' first, '- target:' first, a wide dash", function()
+        local text = table.concat({
+            "kind: Component",
+            "patches:",
+            "- target:   # the web tier",
+            "    kind: VirtualMachine",
+            "    labelSelector: 'tier=web'",
+            "  path: patches/power-on.yaml",
+            "-   path: patches/power-on.yaml",
+            "    target:",
+            "      labelSelector: \"app in (db)\"",
+            "",
+        }, "\n")
+        assert.same({ "tier=web", "app in (db)" }, kustomize.active_selectors(text))
     end)
 end)

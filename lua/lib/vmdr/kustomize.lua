@@ -359,12 +359,29 @@ local function scan(text)
                 b.to = k
                 k = k + 1
             end
+            -- Only the item's own keys (at column K, after "- ") count, and labelSelector
+            -- only as a key of its target: a deeper "path:" (in a block scalar, another
+            -- mapping) is not the patch's path, nor a labelSelector outside target its
+            -- selector; taking them made deactivate comment out another patch.
+            local dash, rest = lg[b.from].text:match("^(%s*%-%s+)(.*)$")
+            local K = #dash
+            local in_target, tk = false, nil
             for m = b.from, b.to do
-                local t = lg[m].text
-                local p = t:match("^%s*%-?%s*path:%s*(.-)%s*$")
-                if p then b.path = unquote(p) end
-                local s = t:match("^%s*labelSelector:%s*(.-)%s*$")
-                if s then b.selector_text = unquote(s) end
+                local t = m == b.from and (string.rep(" ", K) .. rest) or lg[m].text
+                local ind = #t:match("^%s*")
+                if t:match("^%s*#") or t:match("^%s*$") then
+                    -- a comment inside the block (or a doubly commented line)
+                elseif ind == K then
+                    in_target, tk = false, nil
+                    local p = t:match("^%s*path:%s*(.-)%s*$")
+                    if p then b.path = unquote(p) end
+                    in_target = t:match("^%s*target:%s*$") ~= nil
+                        or t:match("^%s*target:%s+#") ~= nil
+                elseif in_target and ind > K then
+                    tk = tk or ind
+                    local s = ind == tk and t:match("^%s*labelSelector:%s*(.-)%s*$")
+                    if s then b.selector_text = unquote(s) end
+                end
             end
             if b.selector_text then
                 b.selector = selector.canonical(b.selector_text)
