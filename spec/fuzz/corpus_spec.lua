@@ -15,7 +15,10 @@
 --     line at any depth of a patches item for the item's own: a labelSelector outside
 --     target (found by fuzz_control_panel) or a nested "path: patches/power-on.yaml"
 --     made active_selectors list a group the YAML does not power on, activate answer
---     "already active", and deactivate comment out the operator's other patch.
+--     "already active", and deactivate comment out the operator's other patch;
+--   * the same editor counted any whitespace as indentation: a line "     \rlabelSelector:"
+--     (a lone carriage return, a line break to YAML) passed for a key of target
+--     (found by the 30-minute fuzz_control_panel run).
 local h = require "support.helper"
 
 local DRIVERS = { "selector", "kubeconfig", "control_panel" }
@@ -108,6 +111,22 @@ describe("control-panel editor regressions (found by fuzz_control_panel)", funct
         out, changed = kustomize.activate(nested, "a=b")
         assert.is_true(changed)
         assert.same({ "a=b" }, kustomize.active_selectors(out))
+    end)
+
+    it("counts only spaces as indentation (a lone \\r is a line break to YAML)", function()
+        local text = table.concat({
+            "kind: Component",
+            "patches:",
+            "  - path: patches/power-on.yaml",
+            "    target:",
+            "      kind: VirtualMachine",
+            "     \rlabelSelector: \"app in (db,web)\"",
+            "  - path: patches/power-on.yaml",
+            "    target:",
+            "     \tlabelSelector: x=y",
+            "",
+        }, "\n")
+        assert.same({}, kustomize.active_selectors(text))
     end)
 
     it("still reads '- path:' first, '- target:' first, a wide dash", function()
