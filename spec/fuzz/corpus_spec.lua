@@ -7,6 +7,9 @@
 --   * selector.from_label_selector turned a lone empty In/NotIn value (what
 --     to_match_expressions makes of `tier=`) into "tier in ()", a parse error, so a
 --     valid selector did not survive its LabelSelector form;
+--   * the canonical text of "k notin (,)" (the set of the empty value alone) was
+--     "k notin ()", which does not parse (found by the 30-minute fuzz_selector run);
+--     it is now written "k notin (,)", like the LabelSelector conversion above;
 --   * from_label_selector raised on a matchExpressions entry that is not a mapping
 --     ("attempt to index a number value") and on a matchLabels key that is not a
 --     string (sorting mixed key types), instead of returning nil, {code="invalid"}.
@@ -69,6 +72,17 @@ describe("selector.from_label_selector regressions (found by fuzz_selector)", fu
             for _, labels in ipairs { {}, { tier = "" }, { tier = "x" }, { a = "1", tier = "" } } do
                 assert.equals(selector.match(sel, labels), selector.match(back, labels), text)
             end
+        end
+    end)
+
+    it("writes a lone empty set value so that the canonical text parses", function()
+        -- { text, matches {tier=""} }
+        for _, c in ipairs { { "tier notin (,)", false }, { "tier in (,)", true },
+            { "a,tier in (,,)", true } } do
+            local sel = assert(selector.parse(c[1]))
+            local again = assert(selector.parse(sel.text), sel.text)
+            assert.equals(sel.text, again.text)
+            assert.equals(c[2], selector.match(again, { tier = "", a = "1" }))
         end
     end)
 

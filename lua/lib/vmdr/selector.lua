@@ -109,7 +109,10 @@ local function req_text(r)
     if r.op == "notexists" then return "!" .. r.key end
     if r.op == "eq" then return r.key .. "=" .. r.values[1] end
     if r.op == "neq" then return r.key .. "!=" .. r.values[1] end
-    return r.key .. " " .. r.op .. " (" .. table.concat(r.values, ",") .. ")"
+    -- "k in ()" does not parse: a lone empty value is written "(,)" (it, twice)
+    local list = table.concat(r.values, ",")
+    if list == "" then list = "," end
+    return r.key .. " " .. r.op .. " (" .. list .. ")"
 end
 
 local function sorted_unique(list)
