@@ -173,6 +173,27 @@ static void find_lua_dir(char *out, size_t outsz)
     snprintf(out, outsz, "%s", VMDR_SOURCE_LUA_DIR);
 }
 
+void vmdr_host_prepare(lua_State *L, const char *lua_dir, const char *extra_path)
+{
+    luaL_openlibs(L);
+
+    /* package.preload: every native module, by the name `require` uses */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    luaL_setfuncs(L, vmdr_preload, 0);
+    lua_pop(L, 1);
+
+    /* package.path: the install tree only (boot prepends a site lib/); no cpath */
+    lua_getglobal(L, "package"); /* stack: package */
+    if (extra_path)
+        lua_pushfstring(L, "%s/lib/?.lua;%s/lib/?/init.lua;%s", lua_dir, lua_dir, extra_path);
+    else
+        lua_pushfstring(L, "%s/lib/?.lua;%s/lib/?/init.lua", lua_dir, lua_dir);
+    lua_setfield(L, -2, "path");
+    lua_pushliteral(L, "");
+    lua_setfield(L, -2, "cpath");
+    lua_pop(L, 1);
+}
+
 struct pmain_args {
     const vmdr_host_opts *opts;
     const char *argv0;
@@ -194,31 +215,18 @@ static int pmain(lua_State *L)
     struct pmain_args *a = lua_touserdata(L, 1);
     const vmdr_host_opts *o = a->opts;
 
-    luaL_openlibs(L);
     lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, 1000);
-
-    /* package.preload: every native module, by the name `require` uses */
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    luaL_setfuncs(L, vmdr_preload, 0);
-    lua_pop(L, 1);
-
-    /* package.path: the install tree only (boot prepends a site lib/); no cpath */
-    lua_getglobal(L, "package"); /* stack: package */
     if (o->lua_env) {
         const char *p = getenv("LUA_PATH_5_4") ? getenv("LUA_PATH_5_4") : getenv("LUA_PATH");
         const char *c = getenv("LUA_CPATH_5_4") ? getenv("LUA_CPATH_5_4") : getenv("LUA_CPATH");
-        lua_pushfstring(L, "%s/lib/?.lua;%s/lib/?/init.lua;%s", a->lua_dir, a->lua_dir,
-                        p ? p : "");
-        lua_setfield(L, -2, "path");
+        vmdr_host_prepare(L, a->lua_dir, p ? p : "");
+        lua_getglobal(L, "package");
         lua_pushstring(L, c ? c : "");
         lua_setfield(L, -2, "cpath");
+        lua_pop(L, 1);
     } else {
-        lua_pushfstring(L, "%s/lib/?.lua;%s/lib/?/init.lua", a->lua_dir, a->lua_dir);
-        lua_setfield(L, -2, "path");
-        lua_pushliteral(L, "");
-        lua_setfield(L, -2, "cpath");
+        vmdr_host_prepare(L, a->lua_dir, NULL);
     }
-    lua_pop(L, 1);
 
     lua_getglobal(L, "require");
     lua_pushliteral(L, "vmdr.boot");

@@ -28,6 +28,12 @@ typedef struct vmdr_host_opts {
 /* Runs the whole program inside one protected call; returns the exit code. */
 int vmdr_host_run(const vmdr_host_opts *opts, const char *argv0);
 
+/* Makes L the state vmdr-run's scripts see: the standard libraries, every native module
+ * in package.preload, package.path at lua_dir/lib (then extra_path, if not NULL), no
+ * cpath. pmain uses it, and so do the fuzz harnesses (tests/fuzz/fuzz_lua.h). Raises only
+ * on memory errors. */
+void vmdr_host_prepare(lua_State *L, const char *lua_dir, const char *extra_path);
+
 extern const luaL_Reg vmdr_preload[]; /* generated: preload.c */
 
 #endif

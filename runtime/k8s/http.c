@@ -15,8 +15,7 @@ struct vmdr_k8s_xfer {
     vmdr_k8s_conn *conn; /* NULL once the conn was freed under a stream */
     CURL *easy;
     struct curl_slist *headers;
-    char *buf; /* body bytes: [off, len) not yet consumed */
-    size_t len, cap, off, scan;
+    vmdr_k8s_frame b; /* the body bytes (frame.c): [b.off, b.len) not yet consumed */
     size_t max;
     int in_multi;
     int done;         /* curl finished the transfer */
@@ -58,38 +57,18 @@ static size_t on_body(char *p, size_t size, size_t n, void *payload)
 {
     vmdr_k8s_xfer *x = payload;
     size_t add = size * n;
-    if (x->len - x->off + add > x->max) {
+    if (x->b.len - x->b.off + add > x->max) {
         /* Never longjmp out of curl (STYLE C3): record and return the abort code. */
         x->too_large = 1;
         return 0;
     }
-    if (x->len + add + 1 > x->cap) {
-        if (x->off > 0 && x->off >= x->len / 2) {
-            /* A stream: drop consumed lines before growing. */
-            memmove(x->buf, x->buf + x->off, x->len - x->off);
-            x->len -= x->off;
-            x->scan -= x->off;
-            x->hooked = x->hooked > x->off ? x->hooked - x->off : 0;
-            x->off = 0;
-        }
-        if (x->len + add + 1 > x->cap) {
-            size_t cap = x->cap ? x->cap : 16384;
-            while (cap < x->len + add + 1)
-                cap *= 2;
-            /* A known length is allocated once: doubling a 20 MB list would copy it
-             * again and again and leave a buffer up to twice its size (peak RSS). */
-            if (!x->hook && x->content_length >= x->len + add && x->content_length < x->max)
-                cap = x->content_length + 1;
-            char *nb = realloc(x->buf, cap);
-            if (nb == NULL)
-                return 0;
-            x->buf = nb;
-            x->cap = cap;
-        }
-    }
-    memcpy(x->buf + x->len, p, add);
-    x->len += add;
-    x->buf[x->len] = '\0';
+    /* Only a plain request is sized by its Content-Length: a hooked one is consumed
+     * as it arrives and never holds the whole body. */
+    size_t known = !x->hook && x->content_length < x->max ? x->content_length : 0;
+    size_t dropped;
+    if (vmdr_k8s_frame_append(&x->b, p, add, known, &dropped) != 0)
+        return 0;
+    x->hooked = x->hooked > dropped ? x->hooked - dropped : 0;
     return add;
 }
 
@@ -304,7 +283,7 @@ void vmdr_k8s_conn_free(vmdr_k8s_conn *c)
     }
     c->streams = NULL;
     xfer_detach(&c->req);
-    free(c->req.buf);
+    vmdr_k8s_frame_free(&c->req.b);
     if (c->tmpl)
         curl_easy_cleanup(c->tmpl);
     if (c->multi)
@@ -361,7 +340,7 @@ static int ready(vmdr_k8s_xfer *x, int what)
     if (what == UNTIL_HEADERS)
         return x->headers_done;
     if (what == UNTIL_LINE)
-        return memchr(x->buf + x->scan, '\n', x->len - x->scan) != NULL;
+        return vmdr_k8s_frame_has_line(&x->b);
     return 0;
 }
 
@@ -372,21 +351,19 @@ static int conn_wait(vmdr_k8s_conn *c, vmdr_k8s_xfer *x, int what, long timeout_
     for (;;) {
         if (pump(c, err) != 0)
             return -1;
-        if (x->hook && x->headers_done && !x->done && x->len > x->hooked) {
+        if (x->hook && x->headers_done && !x->done && x->b.len > x->hooked) {
             /* between curl calls: the hook may run Lua (never inside a curl callback) */
-            long used = x->hook(x->hook_payload, x->status, x->content_type, x->buf + x->off,
-                                x->len - x->off, 0, err);
+            long used = x->hook(x->hook_payload, x->status, x->content_type, x->b.buf + x->b.off,
+                                x->b.len - x->b.off, 0, err);
             if (used < 0)
                 return -1;
-            x->off += (size_t)used;
-            x->scan = x->off;
-            x->hooked = x->len;
+            x->b.off += (size_t)used;
+            x->b.scan = x->b.off;
+            x->hooked = x->b.len;
         }
-        if (x->len > x->scan || x->done || what != UNTIL_LINE) {
+        if (x->b.len > x->b.scan || x->done || what != UNTIL_LINE) {
             if (ready(x, what))
                 return 1;
-            if (what == UNTIL_LINE)
-                x->scan = x->len;
         }
         if (c->interrupted && c->interrupted())
             return vmdr_err_set(err, "interrupted", 0, "%s %s interrupted by signal", x->method,
@@ -541,7 +518,7 @@ static int xfer_prepare(vmdr_k8s_xfer *x, const vmdr_k8s_req *r, int stream, vmd
     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     x->errbuf[0] = '\0';
-    x->len = x->off = x->scan = 0;
+    vmdr_k8s_frame_reset(&x->b);
     x->max = r->max_body ? r->max_body : DEFAULT_MAX_BODY;
     x->done = 0;
     x->result = CURLE_OK;
@@ -573,11 +550,8 @@ int vmdr_k8s_request(vmdr_k8s_conn *c, const vmdr_k8s_req *r, vmdr_k8s_resp *out
     int rc;
     memset(out, 0, sizeof *out);
     /* A big buffer from an earlier request is not kept: peak RSS matters for lists. */
-    if (x->cap > ((size_t)8 << 20)) {
-        free(x->buf);
-        x->buf = NULL;
-        x->cap = 0;
-    }
+    if (x->b.cap > ((size_t)8 << 20))
+        vmdr_k8s_frame_free(&x->b);
     if (xfer_prepare(x, r, 0, err) != 0)
         return -1;
     rc = conn_wait(c, x, UNTIL_DONE, 0, err);
@@ -594,13 +568,13 @@ int vmdr_k8s_request(vmdr_k8s_conn *c, const vmdr_k8s_req *r, vmdr_k8s_resp *out
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &out->status);
     if (x->hook) {
         long used = x->hook(x->hook_payload, out->status, x->content_type,
-                            x->buf ? x->buf + x->off : "", x->len - x->off, 1, err);
+                            x->b.buf ? x->b.buf + x->b.off : "", x->b.len - x->b.off, 1, err);
         if (used < 0)
             return -1;
-        x->off += (size_t)used;
+        x->b.off += (size_t)used;
     }
-    out->body = x->buf ? x->buf + x->off : "";
-    out->len = x->len - x->off;
+    out->body = x->b.buf ? x->b.buf + x->b.off : "";
+    out->len = x->b.len - x->b.off;
 
     out->content_type = x->content_type;
     out->retry_after = x->retry_after;
@@ -663,32 +637,12 @@ int vmdr_k8s_stream_next(vmdr_k8s_xfer *x, long timeout_ms, const char **line, s
     if (x->conn == NULL)
         return vmdr_err_set(err, "closed", 0, "the client of this stream was closed");
     for (;;) {
-        char *start = x->buf ? x->buf + x->off : NULL;
-        char *nl = start ? memchr(x->buf + x->scan, '\n', x->len - x->scan) : NULL;
-        if (nl) {
-            size_t n = (size_t)(nl - start);
-            x->off = (size_t)(nl - x->buf) + 1;
-            x->scan = x->off;
-            if (n > 0 && start[n - 1] == '\r')
-                n--;
-            if (n == 0)
-                continue; /* keep-alive blank line */
-            *line = start;
-            *len = n;
+        if (vmdr_k8s_frame_next(&x->b, 0, line, len))
             return 1;
-        }
-        x->scan = x->len;
         if (x->done) {
             if (x->result != CURLE_OK || x->too_large)
                 return xfer_error(x, err);
-            if (x->len > x->off) {
-                /* An unterminated last line: hand it over, the caller judges it. */
-                *line = x->buf + x->off;
-                *len = x->len - x->off;
-                x->off = x->scan = x->len;
-                return 1;
-            }
-            return 2;
+            return vmdr_k8s_frame_next(&x->b, 1, line, len) ? 1 : 2;
         }
         int w = conn_wait(x->conn, x, UNTIL_LINE, timeout_ms, err);
         if (w < 0)
@@ -711,9 +665,9 @@ int vmdr_k8s_stream_rest(vmdr_k8s_xfer *x, long timeout_ms, const char **body, s
                             x->url_for_msg, timeout_ms);
     if (x->result != CURLE_OK || x->too_large)
         return xfer_error(x, err);
-    *body = x->buf ? x->buf + x->off : "";
-    *len = x->len - x->off;
-    x->off = x->scan = x->len;
+    *body = x->b.buf ? x->b.buf + x->b.off : "";
+    *len = x->b.len - x->b.off;
+    x->b.off = x->b.scan = x->b.len;
     return 0;
 }
 
@@ -729,6 +683,6 @@ void vmdr_k8s_stream_free(vmdr_k8s_xfer *x)
             *pp = x->next;
     }
     xfer_detach(x);
-    free(x->buf);
+    vmdr_k8s_frame_free(&x->b);
     free(x);
 }

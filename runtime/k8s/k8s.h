@@ -92,6 +92,31 @@ int vmdr_k8s_stream_rest(vmdr_k8s_xfer *x, long timeout_ms, const char **body, s
                          vmdr_err *err);
 void vmdr_k8s_stream_free(vmdr_k8s_xfer *x);
 
+/* The body buffer of a transfer and the line framing of a watch stream (frame.c).
+ * Bytes [off, len) are not consumed yet; buf is NUL-terminated once allocated. */
+typedef struct vmdr_k8s_frame {
+    char *buf;
+    size_t len, cap, off;
+    size_t scan;      /* [off, scan) holds no newline: where the next search starts */
+    size_t first_cap; /* the first allocation (0: 16 KiB); a zeroed frame is valid */
+} vmdr_k8s_frame;
+void vmdr_k8s_frame_init(vmdr_k8s_frame *f, size_t first_cap);
+/* Forgets the bytes, keeps the allocation. */
+void vmdr_k8s_frame_reset(vmdr_k8s_frame *f);
+void vmdr_k8s_frame_free(vmdr_k8s_frame *f);
+/* Appends n bytes. When it must grow and at least half of the buffer is consumed, it first
+ * drops the consumed bytes; *dropped says how many (callers shift their own offsets).
+ * known: the whole body's announced length (0: unknown), allocated at once if it fits.
+ * Returns 0, or -1 out of memory (nothing appended). */
+int vmdr_k8s_frame_append(vmdr_k8s_frame *f, const char *p, size_t n, size_t known,
+                          size_t *dropped);
+/* Whether a complete line is buffered (not consumed); remembers how far it looked. */
+int vmdr_k8s_frame_has_line(vmdr_k8s_frame *f);
+/* Consumes the next non-empty line and returns 1 with *line and *len (without "\n" or
+ * "\r\n"; valid until the next append), or 0 when no complete line is buffered. With
+ * done (the body ended) an unterminated rest is returned, as it is, as a last line. */
+int vmdr_k8s_frame_next(vmdr_k8s_frame *f, int done, const char **line, size_t *len);
+
 /* Splits a list response as it arrives (listscan.c): each element of the top-level
  * "items" array goes to item() as soon as it is complete; the rest of the document is
  * collected in env with "items":[] in place of the array (env holds the whole document

@@ -308,10 +308,10 @@ local function logical(line)
     if pre then
         if rest:sub(1, 1) == " " then rest = rest:sub(2) end
         local text = pre .. rest
-        return { commented = true, text = text, indent = #text:match("^%s*"),
+        return { commented = true, text = text, indent = #text:match("^ *"),
             empty = text:match("^%s*$") ~= nil }
     end
-    return { commented = false, text = line, indent = #line:match("^%s*") }
+    return { commented = false, text = line, indent = #line:match("^ *") }
 end
 
 -- Scans the control panel: the patches: line, the extent of its list, the
@@ -344,7 +344,7 @@ local function scan(text)
     for j = first + 1, last do lg[j] = logical(lines[j]) end
     local indent
     for j = first + 1, last do
-        if not lg[j].blank and not lg[j].commented and lg[j].text:match("^%s*%- ") then
+        if not lg[j].blank and not lg[j].commented and lg[j].text:match("^ *%- ") then
             indent = lg[j].indent
             break
         end
@@ -354,7 +354,7 @@ local function scan(text)
     local j = first + 1
     while j <= last do
         local L = lg[j]
-        if not L.blank and not L.empty and L.indent == indent and L.text:match("^%s*%- ") then
+        if not L.blank and not L.empty and L.indent == indent and L.text:match("^ *%- ") then
             local b = { from = j, to = j, commented = L.commented }
             local k = j + 1
             while k <= last do
@@ -365,12 +365,31 @@ local function scan(text)
                 b.to = k
                 k = k + 1
             end
+            -- Indentation is spaces only, as in YAML (a tab or a lone "\r", which YAML
+            -- reads as a line break, is not). Only the item's own keys (at column K,
+            -- after "- ") count, and labelSelector only as a key of its target: a deeper
+            -- "path:" (in a block scalar, another mapping) is not the patch's path, nor a
+            -- labelSelector outside target its selector; taking them made deactivate
+            -- comment out another patch.
+            local dash, rest = lg[b.from].text:match("^( *%- +)(.*)$")
+            local K = #dash
+            local in_target, tk = false, nil
             for m = b.from, b.to do
-                local t = lg[m].text
-                local p = t:match("^%s*%-?%s*path:%s*(.-)%s*$")
-                if p then b.path = unquote(p) end
-                local s = t:match("^%s*labelSelector:%s*(.-)%s*$")
-                if s then b.selector_text = unquote(s) end
+                local t = m == b.from and (string.rep(" ", K) .. rest) or lg[m].text
+                local ind = #t:match("^ *")
+                if t:match("^%s*#") or t:match("^%s*$") then
+                    -- a comment inside the block (or a doubly commented line)
+                elseif ind == K then
+                    in_target, tk = false, nil
+                    local p = t:match("^ *path:%s*(.-)%s*$")
+                    if p then b.path = unquote(p) end
+                    in_target = t:match("^ *target:%s*$") ~= nil
+                        or t:match("^ *target:%s+#") ~= nil
+                elseif in_target and ind > K then
+                    tk = tk or ind
+                    local s = ind == tk and t:match("^ *labelSelector:%s*(.-)%s*$")
+                    if s then b.selector_text = unquote(s) end
+                end
             end
             if b.selector_text then
                 b.selector = selector.canonical(b.selector_text)

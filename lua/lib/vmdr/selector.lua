@@ -109,7 +109,10 @@ local function req_text(r)
     if r.op == "notexists" then return "!" .. r.key end
     if r.op == "eq" then return r.key .. "=" .. r.values[1] end
     if r.op == "neq" then return r.key .. "!=" .. r.values[1] end
-    return r.key .. " " .. r.op .. " (" .. table.concat(r.values, ",") .. ")"
+    -- "k in ()" does not parse: a lone empty value is written "(,)" (it, twice)
+    local list = table.concat(r.values, ",")
+    if list == "" then list = "," end
+    return r.key .. " " .. r.op .. " (" .. list .. ")"
 end
 
 local function sorted_unique(list)
@@ -348,7 +351,13 @@ function M.from_label_selector(ls)
     local ml = ls.matchLabels
     if type(ml) == "table" then
         local keys = {}
-        for k in pairs(ml) do keys[#keys + 1] = k end
+        for k in pairs(ml) do
+            -- a decoded document may hold any key; sorting mixed types would raise
+            if type(k) ~= "string" then
+                return invalid("matchLabels has a key that is not a string")
+            end
+            keys[#keys + 1] = k
+        end
         table.sort(keys)
         for _, k in ipairs(keys) do
             if type(ml[k]) ~= "string" then return invalid("matchLabels.%s is not a string", k) end
@@ -356,15 +365,23 @@ function M.from_label_selector(ls)
         end
     end
     for i, e in ipairs(type(ls.matchExpressions) == "table" and ls.matchExpressions or {}) do
+        if type(e) ~= "table" then return invalid("matchExpressions[%d] is not a mapping", i) end
+        if type(e.key) ~= "string" then return invalid("matchExpressions[%d] has no key", i) end
         local vals = type(e.values) == "table" and e.values or {}
         for _, v in ipairs(vals) do
             if type(v) ~= "string" then return invalid("matchExpressions[%d]: bad value", i) end
         end
-        local k = tostring(e.key)
+        local k = e.key
         if e.operator == "In" or e.operator == "NotIn" then
-            if #vals == 0 then return invalid("matchExpressions[%d]: %s needs values", i, e.operator) end
-            parts[#parts + 1] = string.format("%s %s (%s)", k, e.operator == "In" and "in" or "notin",
-                table.concat(vals, ","))
+            if #vals == 0 then
+                return invalid("matchExpressions[%d]: %s needs values", i, e.operator)
+            end
+            -- "k in ()" is an error: a lone empty value is written "k in (,)" (the empty
+            -- value, twice), so `tier=` survives to_match_expressions and back
+            local list = table.concat(vals, ",")
+            if list == "" then list = "," end
+            parts[#parts + 1] = string.format("%s %s (%s)", k,
+                e.operator == "In" and "in" or "notin", list)
         elseif e.operator == "Exists" or e.operator == "DoesNotExist" then
             if #vals > 0 then
                 return invalid("matchExpressions[%d]: %s takes no values", i, e.operator)
