@@ -140,7 +140,37 @@ describe("control-panel editor regressions (found by fuzz_control_panel)", funct
             "     \tlabelSelector: x=y",
             "",
         }, "\n")
-        assert.same({}, kustomize.active_selectors(text))
+        -- not valid YAML (a tab where indentation is expected): refused rather than read
+        -- as a group that is on
+        local active, err = kustomize.active_selectors(text)
+        assert.is_nil(active)
+        assert.equals("invalid", err.code)
+    end)
+
+    it("refuses a panel whose patches the scanner would misread (patches a map, not a list)",
+        function()
+        -- found by the 30-minute run: "  -ample group" (no space after the dash) made
+        -- patches a mapping whose one key holds the list, and active_selectors reported a
+        -- group the YAML does not power on
+        local text = table.concat({
+            "kind: Component",
+            "patches:",
+            "  -ample group, powered on when uncommented:",
+            "  - path: patches/power-on.yaml",
+            "    target:",
+            "      kind: VirtualMachine",
+            "      labelSelector: 'tier=web'",
+            "",
+        }, "\n")
+        local active, err = kustomize.active_selectors(text)
+        assert.is_nil(active)
+        assert.matches("not a Component with a patches list", err.message)
+        local out, aerr = kustomize.activate(text, "tier=web")
+        assert.is_nil(out)
+        assert.equals("invalid", aerr.code)
+        out, aerr = kustomize.deactivate(text, "tier=web")
+        assert.is_nil(out)
+        assert.equals("invalid", aerr.code)
     end)
 
     it("still reads '- path:' first, '- target:' first, a wide dash", function()

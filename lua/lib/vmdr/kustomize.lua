@@ -413,27 +413,44 @@ local function power_on_blocks(s, canon)
     return out
 end
 
--- The parse check: the edited text must still be a Component whose patches
--- hold (or no longer hold) an active power-on entry for the selector.
-local function verify(text, canon, want_active)
+-- What the YAML itself powers on: the canonical selectors of the power-on entries of the
+-- decoded document's patches list (a set), or nil, err when the text is not a Component
+-- with a patches list. The line scanner above edits the text; this is the check that
+-- what it sees is what Argo CD will build.
+local function decoded_active(text)
     local yaml = require "vmdr.yaml"
     local doc, err = yaml.decode(text)
     if doc == nil then
-        return invalid("the edited control panel does not parse: %s", tostring(err))
+        return invalid("the control panel does not parse: %s", tostring(err))
     end
-    if type(doc) ~= "table" or doc.kind ~= "Component" or type(doc.patches) ~= "table" then
-        return invalid("the edited control panel is not a Component with a patches list")
-    end
-    local found = false
-    for _, p in ipairs(doc.patches) do
-        local t = type(p) == "table" and p.target
-        if type(t) == "table" and p.path == M.POWER_ON and type(t.labelSelector) == "string"
-            and selector.canonical(t.labelSelector) == canon then
-            found = true
+    local patches = type(doc) == "table" and doc.patches
+    local list = type(patches) == "table"
+    if list then
+        for k in pairs(patches) do
+            if math.type(k) ~= "integer" then list = false; break end
         end
     end
-    if found ~= want_active then
-        return invalid("the edited control panel does not %s the power-on block for '%s'"
+    if type(doc) ~= "table" or doc.kind ~= "Component" or not list then
+        return invalid("the control panel is not a Component with a patches list")
+    end
+    local out = {}
+    for _, p in ipairs(patches) do
+        local t = type(p) == "table" and p.target
+        if type(t) == "table" and p.path == M.POWER_ON and type(t.labelSelector) == "string" then
+            local c = selector.canonical(t.labelSelector)
+            if c then out[c] = true end
+        end
+    end
+    return out
+end
+
+-- The parse check: the text (edited or not) must be a Component whose patches hold (or
+-- do not hold) an active power-on entry for the selector.
+local function verify(text, canon, want_active)
+    local active, err = decoded_active(text)
+    if not active then return nil, err end
+    if (active[canon] == true) ~= want_active then
+        return invalid("the control panel does not %s the power-on block for '%s'"
             .. " (unusual layout?); edit it by hand", want_active and "hold" or "drop", canon)
     end
     return true
@@ -455,7 +472,12 @@ function M.activate(text, sel)
     if not s then return nil, err end
     local matching = power_on_blocks(s, canon)
     for _, b in ipairs(matching) do
-        if not b.commented then return text, false end
+        if not b.commented then
+            -- "already active" only when the YAML agrees
+            local ok, verr = verify(text, canon, true)
+            if not ok then return nil, verr end
+            return text, false
+        end
     end
     local lines = s.lines
     if #matching > 0 then
@@ -498,7 +520,12 @@ function M.deactivate(text, sel)
     for _, b in ipairs(power_on_blocks(s, canon)) do
         if not b.commented then active[#active + 1] = b end
     end
-    if #active == 0 then return text, false end
+    if #active == 0 then
+        -- "not active" only when the YAML agrees
+        local ok, verr = verify(text, canon, false)
+        if not ok then return nil, verr end
+        return text, false
+    end
     local lines = s.lines
     -- from the bottom up, so earlier line numbers stay valid
     for k = #active, 1, -1 do
@@ -525,9 +552,28 @@ end
 function M.active_selectors(text)
     local s, err = scan(text)
     if not s then return nil, err end
-    local out = {}
+    local out, seen = {}, {}
     for _, b in ipairs(s.blocks) do
-        if not b.commented and b.path == M.POWER_ON and b.selector then out[#out + 1] = b.selector end
+        if not b.commented and b.path == M.POWER_ON and b.selector then
+            out[#out + 1] = b.selector
+            seen[b.selector] = true
+        end
+    end
+    -- the blocks the scanner calls active must be exactly what the YAML powers on
+    local truth
+    truth, err = decoded_active(text)
+    if not truth then return nil, err end
+    for c in pairs(truth) do
+        if not seen[c] then
+            return invalid("the control panel powers on '%s' in a layout the editor does not"
+                .. " follow; edit it by hand", c)
+        end
+    end
+    for c in pairs(seen) do
+        if not truth[c] then
+            return invalid("the control panel's block for '%s' is not a power-on patch in its"
+                .. " YAML (unusual layout?); edit it by hand", c)
+        end
     end
     return out
 end
