@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lualib.h>
@@ -56,15 +57,40 @@ int vmdr_interrupt_signal(void)
     return (int)interrupt_sig;
 }
 
+/* When the first signal came: CLOCK_MONOTONIC in ms, modulo 2^30 (a sig_atomic_t is an
+ * int), written by the handler only. */
+#define MS_MASK 0x3fffffffL
+static volatile sig_atomic_t interrupt_at_ms = 0;
+
+/* A repeat of the same signal within this window is the same request delivered twice,
+ * not an operator insisting: timeout(1) signals its child and then the child's process
+ * group, and a terminal's Ctrl-C reaches every process of the foreground group. */
+#define REPEAT_WINDOW_MS 300
+
+static long monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* async-signal-safe (POSIX.1-2008) */
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void on_signal(int sig)
 {
+    int saved = errno;
+    long now = monotonic_ms();
     if (interrupt_sig) {
+        if (sig == interrupt_sig && ((now - (long)interrupt_at_ms) & MS_MASK) < REPEAT_WINDOW_MS) {
+            errno = saved;
+            return;
+        }
         /* Second signal: the operator insists; die the default way. */
         signal(sig, SIG_DFL);
         raise(sig);
         return;
     }
+    interrupt_at_ms = (sig_atomic_t)(now & MS_MASK);
     interrupt_sig = sig;
+    errno = saved;
 }
 
 static void install_signals(void)

@@ -9,7 +9,8 @@
  *                                work and cleaned up); for the rest of the run the
  *                                signal is no longer reported, so the shutdown path and
  *                                the host's epilogue finish and the exit code is the
- *                                workflow's own. A second signal still kills (host.c).
+ *                                workflow's own. A second signal still kills (host.c),
+ *                                unless it repeats the first within 300 ms.
  *
  * A long-running loop (the monitor) uses this to finish the batch in flight and hand its
  * Lease over on SIGTERM instead of leaving both half done. Keep fn bounded: a second

@@ -48,6 +48,26 @@ describe("vmdr-run interrupted while writing", function()
     assert_whole(dir, target)
   end)
 
+  it("the same SIGTERM delivered twice at once (timeout(1): child, then its group) is one request", function()
+    -- a workflow that acts on the stop (like the monitor's hand-over) and takes 0.3 s to
+    -- finish: the repeat 50 ms after the first signal must not kill it
+    local dir = h.tmpdir("sigw")
+    local s = h.write(dir .. "/handover.lua", [[
+      local signal = require "vmdr.signal"
+      local t = require "vmdr.time"
+      io.stdout:write("ready\n"); io.stdout:flush()
+      assert(not t.sleep(30))
+      signal.handled()
+      local done = t.monotonic() + 0.3
+      while t.monotonic() < done do end
+      io.stdout:write("handed over\n")
+      return true
+    ]])
+    local r = h.run_signalled({ s }, "TERM", "ready", nil, 0.05)
+    assert.equals(0, r.code, r.stderr)
+    assert.matches("handed over", r.stdout)
+  end)
+
   it("a second, fatal SIGTERM during a write still leaves no temp file", function()
     local dir = h.tmpdir("sigw")
     local target = dir .. "/state.yaml"
@@ -80,7 +100,8 @@ describe("vmdr-run interrupted while writing", function()
     local pid = h.read(run .. "/pid"):match("%d+")
     assert(h.sh("kill -TERM " .. pid) == 0)
     wait_out("interrupted")
-    t.sleep(0.05)
+    -- past the 300 ms in which a repeat counts as the same request (host.c)
+    t.sleep(0.5)
     assert(h.sh("kill -TERM " .. pid) == 0)
     while not (h.read(run .. "/rc") or ""):match("%d") do
       assert(t.monotonic() < deadline, "writer did not exit")

@@ -103,7 +103,8 @@ function M.run(argv, env, stdin)
 end
 
 --- Starts vmdr-run, waits until stdout shows `ready`, sends signal `sig`, waits for exit.
-function M.run_signalled(argv, sig, ready, env)
+--- again: seconds after which the same signal is sent a second time (optional).
+function M.run_signalled(argv, sig, ready, env, again)
   local d = M.tmpdir("sig")
   local full = { M.vmdr_run }
   for _, a in ipairs(argv) do full[#full + 1] = a end
@@ -119,6 +120,10 @@ function M.run_signalled(argv, sig, ready, env)
   end
   local pid = M.read(d .. "/pid"):match("%d+")
   M.sh("kill -" .. sig .. " " .. pid)
+  if again then
+    t.sleep(again)
+    M.sh("kill -" .. sig .. " " .. pid .. " 2>/dev/null")
+  end
   while not M.read(d .. "/rc") or not M.read(d .. "/rc"):match("%d") do
     if t.monotonic() > deadline then
       M.sh("kill -9 " .. pid)
