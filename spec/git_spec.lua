@@ -343,6 +343,49 @@ describe("vmdr.git over file:// and a path", function()
     assert.equals("", gitsrv.git(remote, "fsck --no-progress --no-dangling"))
     assert.equals("", gitsrv.git(tmp .. "/big", "status --porcelain"))
   end)
+
+  --- The inode of each pack file under dir/objects/pack, by file name.
+  local function pack_inodes(dir)
+    local out = {}
+    for line in h.capture("cd " .. h.q(dir .. "/objects/pack") ..
+        " && stat -c '%i %n' pack-*.pack pack-*.idx"):gmatch("[^\n]+") do
+      local ino, name = line:match("^(%d+) (.+)$")
+      out[name] = ino
+    end
+    return out
+  end
+
+  it("links its commit's pack into a local remote instead of indexing it again", function()
+    local remote = gitsrv.bare(S, "lnk", false)
+    local r = assert(git.clone(gitsrv.urls(S, "lnk").file, tmp .. "/lnk"))
+    assert(r:write("a.yaml", "a: 1\n")); assert(r:commit("a")); assert(r:push())
+    local mine, theirs = pack_inodes(tmp .. "/lnk/.git"), pack_inodes(remote)
+    local shared = 0
+    for name, ino in pairs(mine) do
+      if theirs[name] then assert.equals(ino, theirs[name], name); shared = shared + 1 end
+    end
+    assert.equals(2, shared) -- the commit's .pack and .idx
+    assert.equals("", gitsrv.git(remote, "fsck --no-progress --no-dangling"))
+    assert.equals("a: 1", trim(gitsrv.git(remote, "show main:a.yaml")))
+  end)
+
+  it("indexes the pack in a group-shared local remote (its files keep their own modes)", function()
+    local remote = gitsrv.bare(S, "grp", false)
+    gitsrv.git(remote, "config core.sharedRepository group")
+    local r = assert(git.clone(gitsrv.urls(S, "grp").file, tmp .. "/grp"))
+    assert(r:write("a.yaml", "a: 1\n")); assert(r:commit("a")); assert(r:push())
+    local mine, theirs = pack_inodes(tmp .. "/grp/.git"), pack_inodes(remote)
+    local same = 0
+    for name, ino in pairs(mine) do
+      if theirs[name] then
+        assert.are_not.equals(ino, theirs[name], name)
+        same = same + 1
+      end
+    end
+    assert.equals(2, same) -- the same pack, written there by the indexer
+    assert.equals("", gitsrv.git(remote, "fsck --no-progress --no-dangling"))
+    assert.equals("a: 1", trim(gitsrv.git(remote, "show main:a.yaml")))
+  end)
 end)
 
 -- Trees git itself would refuse to create, made with `hash-object --literally` and

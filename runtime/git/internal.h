@@ -54,6 +54,7 @@ struct vmdr_git_repo {
     /* The pack of the last commit, kept so a local push indexes it instead of packing
      * the same objects again (valid while the branch is that commit on that parent). */
     git_buf last_pack;
+    char last_pack_name[GIT_OID_HEXSZ + 1]; /* pack-<name>.pack in our objects/pack */
     git_oid last_commit, last_parent;
     int last_has_parent, last_valid;
 };
@@ -62,7 +63,8 @@ struct vmdr_git_repo {
 int vmdr_git__set_error(vmdr_err *e, int rc, const char *what);
 int vmdr_git__head_tree(vmdr_git_repo *r, git_tree **out, vmdr_err *e);
 void vmdr_git__drop_pending(vmdr_git_repo *r);
-int vmdr_git__index_pack(git_repository *repo, const char *dir, const char *data, size_t len);
+int vmdr_git__index_pack(git_repository *repo, const char *dir, const char *data, size_t len,
+                         char *name_out);
 
 /* path.c */
 int vmdr_git__write_file(const char *workdir, const char *path, const char *data, size_t len,

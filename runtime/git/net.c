@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -355,6 +356,42 @@ int vmdr_git_fetch(vmdr_git_repo *r, vmdr_err *e)
 
 /* ---- push ----------------------------------------------------------------------------------- */
 
+/* Hard-links our last commit's pack and index into the remote's objects/pack (the .pack
+ * first: an index is what makes a pack visible). Packs are never written in place, and
+ * either side may delete its name for the file without touching the other's. Returns 0,
+ * or -1 when the caller must index the pack there instead: another file system, a remote
+ * shared with a group (its files' modes are its own), our pack gone (a repack). Indexing
+ * again costs a full inflate and hash of every object: 0.3 s for 10,000 VMs. */
+static int link_pack(vmdr_git_repo *r, git_repository *dst, const char *dstpack)
+{
+    static const char *const ext[] = {".pack", ".idx"};
+    char from[4096], to[4096];
+    git_config *cfg = NULL;
+    int shared = 0;
+    if (!r->last_pack_name[0])
+        return -1;
+    if (git_repository_config_snapshot(&cfg, dst) == 0) {
+        const char *v = NULL;
+        if (git_config_get_string(&v, cfg, "core.sharedRepository") == 0 && v &&
+            strcmp(v, "false") != 0 && strcmp(v, "umask") != 0 && strcmp(v, "0") != 0)
+            shared = 1;
+        git_config_free(cfg);
+    }
+    git_error_clear();
+    if (shared)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        int n1 = snprintf(from, sizeof from, "%sobjects/pack/pack-%s%s",
+                          git_repository_path(r->repo), r->last_pack_name, ext[i]);
+        int n2 = snprintf(to, sizeof to, "%.4000s/pack-%s%s", dstpack, r->last_pack_name, ext[i]);
+        if (n1 < 0 || (size_t)n1 >= sizeof from || n2 < 0 || (size_t)n2 >= sizeof to)
+            return -1;
+        if (link(from, to) != 0 && errno != EEXIST)
+            return -1;
+    }
+    return 0;
+}
+
 /* A local push with a compare-and-swap on the remote ref: libgit2's own local push
  * force-updates it (trap 4), which would lose a concurrent writer's commit. */
 static int push_local(vmdr_git_repo *r, const git_oid *head, vmdr_err *e)
@@ -388,8 +425,12 @@ static int push_local(vmdr_git_repo *r, const git_oid *head, vmdr_err *e)
     if (r->last_valid && git_oid_equal(&r->last_commit, head) &&
         r->last_has_parent == has_expected &&
         (!has_expected || git_oid_equal(&r->last_parent, &expected))) {
-        /* The remote is at our commit's parent: our commit's own pack is what it lacks. */
-        rc = vmdr_git__index_pack(dst, dstpack, r->last_pack.ptr, r->last_pack.size);
+        /* The remote is at our commit's parent: our commit's own pack is what it lacks.
+         * Its files are linked in when they can be (same file system, a private remote),
+         * else the pack is indexed there again. */
+        rc = link_pack(r, dst, dstpack) == 0
+                 ? 0
+                 : vmdr_git__index_pack(dst, dstpack, r->last_pack.ptr, r->last_pack.size, NULL);
         if (rc < 0) {
             vmdr_git__set_error(e, rc, "push failed");
             goto done;
@@ -400,7 +441,7 @@ static int push_local(vmdr_git_repo *r, const git_oid *head, vmdr_err *e)
         (has_expected && (rc = git_revwalk_hide(walk, &expected)) < 0) ||
         (rc = git_packbuilder_insert_walk(pb, walk)) < 0 ||
         (rc = git_packbuilder_write_buf(&packbuf, pb)) < 0 ||
-        (rc = vmdr_git__index_pack(dst, dstpack, packbuf.ptr, packbuf.size)) < 0) {
+        (rc = vmdr_git__index_pack(dst, dstpack, packbuf.ptr, packbuf.size, NULL)) < 0) {
         vmdr_git__set_error(e, rc, "push failed");
         goto done;
     }

@@ -882,7 +882,8 @@ int vmdr_git_remove(vmdr_git_repo *r, const char *path, int *removed, vmdr_err *
 /* The pack goes to the indexer in one append: git_packbuilder_write feeds it object by
  * object, and libgit2 1.5's indexer maps and unmaps the pack file for every append
  * (40,000 mmap/munmap pairs for 10,000 files). */
-int vmdr_git__index_pack(git_repository *repo, const char *dir, const char *data, size_t len)
+int vmdr_git__index_pack(git_repository *repo, const char *dir, const char *data, size_t len,
+                         char *name_out)
 {
     git_indexer *idx = NULL;
     git_indexer_progress stats;
@@ -894,6 +895,10 @@ int vmdr_git__index_pack(git_repository *repo, const char *dir, const char *data
         rc = git_indexer_append(idx, data, len, &stats);
     if (rc == 0)
         rc = git_indexer_commit(idx, &stats);
+    if (rc == 0 && name_out) {
+        const char *name = git_indexer_name(idx);
+        snprintf(name_out, GIT_OID_HEXSZ + 1, "%s", name ? name : "");
+    }
     git_indexer_free(idx);
     git_odb_free(odb);
     return rc;
@@ -921,12 +926,14 @@ static int pack_new_objects(vmdr_git_repo *r, const git_oid *commit, vmdr_err *e
         rc = git_packbuilder_insert(pb, commit, NULL);
     snprintf(dir, sizeof dir, "%sobjects/pack", git_repository_path(r->repo));
     r->last_valid = 0;
+    r->last_pack_name[0] = '\0';
     git_buf_dispose(&r->last_pack);
     if (rc == 0)
         rc = git_packbuilder_write_buf(&r->last_pack, pb);
     git_packbuilder_free(pb);
     if (rc == 0)
-        rc = vmdr_git__index_pack(r->repo, dir, r->last_pack.ptr, r->last_pack.size);
+        rc = vmdr_git__index_pack(r->repo, dir, r->last_pack.ptr, r->last_pack.size,
+                                  r->last_pack_name);
     if (rc < 0) {
         git_buf_dispose(&r->last_pack);
         return vmdr_git__set_error(e, rc, "cannot write the pack");
