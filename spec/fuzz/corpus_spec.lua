@@ -21,7 +21,9 @@
 --     "already active", and deactivate comment out the operator's other patch;
 --   * the same editor counted any whitespace as indentation: a line "     \rlabelSelector:"
 --     (a lone carriage return, a line break to YAML) passed for a key of target
---     (found by the 30-minute fuzz_control_panel run).
+--     (found by the 30-minute fuzz_control_panel run);
+--   * activate and deactivate edited a panel active_selectors refused (a quoted selector
+--     over two lines, powered on in the YAML, unseen by the scanner): regress-two-line-quote.
 local h = require "support.helper"
 
 local DRIVERS = { "selector", "kubeconfig", "control_panel" }
@@ -171,6 +173,32 @@ describe("control-panel editor regressions (found by fuzz_control_panel)", funct
         out, aerr = kustomize.deactivate(text, "tier=web")
         assert.is_nil(out)
         assert.equals("invalid", aerr.code)
+    end)
+
+    it("edits nothing in a panel whose power-on blocks it cannot all read", function()
+        -- found by the 30-minute run of 2026-11-27: a quoted selector over two lines is a
+        -- group the YAML powers on ('!legacy,t.io') that the line scanner cannot see.
+        -- active_selectors refused the panel, yet activate appended a block to it and
+        -- reported success: every edit now starts (and ends) with the same check
+        local text = table.concat({
+            "kind: Component",
+            "patches:",
+            "  - path: patches/power-on.yaml",
+            "    target:",
+            "      kind: VirtualMachine",
+            "      labelSelector: '!legacy,t.io",
+            "   '",
+            "",
+        }, "\n")
+        local active, err = kustomize.active_selectors(text)
+        assert.is_nil(active)
+        assert.matches("layout the editor does not follow", err.message)
+        for _, edit in ipairs { kustomize.activate, kustomize.deactivate } do
+            local out, eerr = edit(text, "tier=web,!legacy")
+            assert.is_nil(out)
+            assert.equals("invalid", eerr.code)
+            assert.matches("layout the editor does not follow", eerr.message)
+        end
     end)
 
     it("still reads '- path:' first, '- target:' first, a wide dash", function()

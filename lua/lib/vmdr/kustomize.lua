@@ -444,12 +444,51 @@ local function decoded_active(text)
     return out
 end
 
+-- The canonical selectors of the active power-on blocks, in file order, when the line
+-- scanner's view is exactly what the decoded YAML powers on; else nil, err. Every edit
+-- starts and ends with this check: a block the scanner misreads (a quoted selector over
+-- two lines, a flow mapping) must stop the editor, not be edited around.
+local function checked_active(text, s)
+    local err
+    if not s then
+        s, err = scan(text)
+        if not s then return nil, err end
+    end
+    local out, seen = {}, {}
+    for _, b in ipairs(s.blocks) do
+        if not b.commented and b.path == M.POWER_ON and b.selector then
+            out[#out + 1] = b.selector
+            seen[b.selector] = true
+        end
+    end
+    local truth
+    truth, err = decoded_active(text)
+    if not truth then return nil, err end
+    for c in pairs(truth) do
+        if not seen[c] then
+            return invalid("the control panel powers on '%s' in a layout the editor does not"
+                .. " follow; edit it by hand", c)
+        end
+    end
+    for c in pairs(seen) do
+        if not truth[c] then
+            return invalid("the control panel's block for '%s' is not a power-on patch in its"
+                .. " YAML (unusual layout?); edit it by hand", c)
+        end
+    end
+    return out
+end
+
 -- The parse check: the text (edited or not) must be a Component whose patches hold (or
--- do not hold) an active power-on entry for the selector.
+-- do not hold) an active power-on entry for the selector, as the scanner sees it too.
 local function verify(text, canon, want_active)
-    local active, err = decoded_active(text)
+    local active, err = checked_active(text)
     if not active then return nil, err end
-    if (active[canon] == true) ~= want_active then
+    local found = false
+    for _, c in ipairs(active) do
+        if c == canon then found = true end
+    end
+    if found ~= want_active then
         return invalid("the control panel does not %s the power-on block for '%s'"
             .. " (unusual layout?); edit it by hand", want_active and "hold" or "drop", canon)
     end
@@ -470,6 +509,8 @@ function M.activate(text, sel)
     local s
     s, err = scan(text)
     if not s then return nil, err end
+    local _, cerr = checked_active(text, s)
+    if cerr then return nil, cerr end
     local matching = power_on_blocks(s, canon)
     for _, b in ipairs(matching) do
         if not b.commented then
@@ -516,6 +557,8 @@ function M.deactivate(text, sel)
     local s
     s, err = scan(text)
     if not s then return nil, err end
+    local _, cerr = checked_active(text, s)
+    if cerr then return nil, cerr end
     local active = {}
     for _, b in ipairs(power_on_blocks(s, canon)) do
         if not b.commented then active[#active + 1] = b end
@@ -550,32 +593,7 @@ end
 ---@return string[]? selectors
 ---@return table? err
 function M.active_selectors(text)
-    local s, err = scan(text)
-    if not s then return nil, err end
-    local out, seen = {}, {}
-    for _, b in ipairs(s.blocks) do
-        if not b.commented and b.path == M.POWER_ON and b.selector then
-            out[#out + 1] = b.selector
-            seen[b.selector] = true
-        end
-    end
-    -- the blocks the scanner calls active must be exactly what the YAML powers on
-    local truth
-    truth, err = decoded_active(text)
-    if not truth then return nil, err end
-    for c in pairs(truth) do
-        if not seen[c] then
-            return invalid("the control panel powers on '%s' in a layout the editor does not"
-                .. " follow; edit it by hand", c)
-        end
-    end
-    for c in pairs(seen) do
-        if not truth[c] then
-            return invalid("the control panel's block for '%s' is not a power-on patch in its"
-                .. " YAML (unusual layout?); edit it by hand", c)
-        end
-    end
-    return out
+    return checked_active(text)
 end
 
 return M
