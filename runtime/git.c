@@ -434,9 +434,25 @@ static const luaL_Reg gitmod_funcs[] = {
     {"open", gitmod_open}, {"clone", gitmod_clone}, {"lock", gitmod_lock},
     {"check_path", gitmod_check_path}, {"features", gitmod_features}, {NULL, NULL}};
 
+/* The module's own libgit2 reference, given back when the Lua state closes: libgit2
+ * then frees the thread's state (its last error and message buffers), which would
+ * otherwise outlive the process's last use of Git. */
+static int gitmod_release(lua_State *L)
+{
+    (void)L;
+    git_libgit2_shutdown();
+    return 0;
+}
+
 int luaopen_vmdr_git(lua_State *L)
 {
     git_libgit2_init(); /* the core's opens take their own references too */
+    lua_newuserdatauv(L, 1, 0);
+    lua_newtable(L);
+    lua_pushcfunction(L, gitmod_release);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "vmdr.git.library");
     /* libgit2 caches no tree larger than 4 KiB by default: the tree listing the
      * namespaces of a large repository (500 entries, ~20 KiB) was read and inflated
      * again for every path looked up under it. */

@@ -1,6 +1,7 @@
 -- vmdr.git against real servers started by spec/support/git-servers: smart HTTP and
 -- HTTPS (lighttpd + git http-backend, basic auth) and SSH (sshd, key-only, git-shell).
 -- Every error is checked for its code and for the token.
+-- lsan: full-stacks (libgit2 1.5's SSH transport; see cmake/tests.cmake)
 local h = require "support.helper"
 local gitsrv = require "support.gitsrv"
 local git = require "vmdr.git"

@@ -1,6 +1,7 @@
 -- vmdr.repo.transaction against real servers (spec/support/git-servers): retries on
 -- rejection, dry run, 2 and 8 vmdr-run processes pushing at once over HTTP and SSH,
 -- kill -9 in the middle of a transaction. Every output is grepped for the token.
+-- lsan: full-stacks (libgit2 1.5's SSH transport; see cmake/tests.cmake)
 local h = require "support.helper"
 local gitsrv = require "support.gitsrv"
 local git = require "vmdr.git"

@@ -5,6 +5,8 @@
 -- holds the received pack in quarantine (the last moment before the ref moves). Expected:
 -- the run fails with a clear error, the remote has the old commit or the complete new
 -- tree (never a partial one), and the next run, with the server back, converges.
+-- lsan: off (a push cut off mid-write: libgit2 1.5's git_packbuilder_free does not free
+-- the delta data of the objects it never wrote, ~170 KB here; see cmake/tests.cmake)
 local h = require "support.helper"
 local gf = require "faults.gitfault"
 local t = require "vmdr.time"

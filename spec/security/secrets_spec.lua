@@ -19,6 +19,7 @@
 -- as one argv element, and the file the `$(touch …)` would create must not exist.
 -- Real components: vmdr-sim (TLS, token, client certificates), lighttpd + git
 -- http-backend with basic auth, sshd, the git CLI.
+-- lsan: full-stacks (libgit2 1.5's SSH transport; see cmake/tests.cmake)
 local h = require "support.helper"
 local sim = require "support.sim"
 local gitsrv = require "support.gitsrv"
