@@ -90,7 +90,8 @@ local ok, err = pcall(function()
     local t0 = t.monotonic()
     m = env.start()
     m.wait_log("batch synced", 1800)
-    say("initial converge of %d VMs: %.1f s, RSS %d kB", n_vms, t.monotonic() - t0, (mon.rss_kb(m.pid)))
+    say("initial converge of %d VMs: %.1f s, RSS %d kB", n_vms, t.monotonic() - t0,
+        (mon.rss_kb(m.pid)))
 
     local csv_path = os.getenv("SOAK_CSV") or (env.tmp .. "/rss.csv")
     local csv = assert(io.open(csv_path, "w"))

@@ -1,6 +1,6 @@
--- Test support for the source-API fault specs (spec/faults/api_*_spec.lua; the files and
--- checks of M.files also serve monitor_api_spec, lease_loss_spec and bench/faults/api_storm.lua): a vmdr-sim
--- with N generated VMs and token auth, a kubeconfig whose user reads the token from a
+-- Test support for the source-API fault specs (spec/faults/api_*_spec.lua; M.files, M.count
+-- and M.label also serve monitor_api_spec, lease_loss_spec and bench/faults/api_storm.lua):
+-- a vmdr-sim with N generated VMs and token auth, a kubeconfig whose user reads the token from a
 -- file (in-cluster style: a rotation is a file write), a real Git server (git
 -- http-backend behind lighttpd, basic auth) holding the manifests repository, and the
 -- exec storage driver logging every call. `converged()` compares the repository with what
@@ -93,7 +93,8 @@ storage:
     end
     function f.differs(bare)
         for _, sub in ipairs { "vms/base", "vms/overlays/dr-east" } do
-            local want = h.capture("git --git-dir " .. h.q(ref) .. " rev-parse main:" .. sub .. " 2>&1")
+            local want = h.capture("git --git-dir " .. h.q(ref) .. " rev-parse main:" .. sub
+                .. " 2>&1")
             local got = h.exec { "git", "--git-dir", bare, "rev-parse", "main:" .. sub }.stdout
             if want ~= got then return sub end
         end

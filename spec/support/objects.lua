@@ -77,8 +77,8 @@ end
 
 --- A ceph-csi RBD volume source for M.pv: pool rbd, image `image`.
 function M.csi(image)
-    return { csi = { driver = "openshift-storage.rbd.csi.ceph.com", volumeHandle = "static-" .. image,
-        volumeAttributes = { pool = "rbd", imageName = image } } }
+    return { csi = { driver = "openshift-storage.rbd.csi.ceph.com",
+        volumeHandle = "static-" .. image, volumeAttributes = { pool = "rbd", imageName = image } } }
 end
 
 --- Appends to list a VM with its own claim <name>-root, bound to PV pv-<name> on image
