@@ -13,6 +13,7 @@ package.path = src .. "/spec/?.lua;" .. package.path
 local h = require "support.helper"
 local sim = require "support.sim"
 local mon = require "support.monitor"
+local apifaults = require "support.apifaults"
 local t = require "vmdr.time"
 
 local args = ...
@@ -28,34 +29,11 @@ local VMS <const> = "/apis/kubevirt.io/v1"
 
 local s = sim.start { fixtures = false, generate = N, token = true }
 local env = mon.setup(s)
-local tmp = env.tmp
-local tokfile = h.write(tmp .. "/token", s.token .. "\n")
-local kubeconfig = h.write(tmp .. "/kubeconfig", string.format([[
-apiVersion: v1
-kind: Config
-clusters: [{name: sim, cluster: {server: "%s"}}]
-users: [{name: sa, user: {tokenFile: "%s"}}]
-contexts: [{name: sim, context: {cluster: sim, user: sa}}]
-current-context: sim
-]], s.url, tokfile))
-local storage_log = tmp .. "/storage.sh.log"
-local script = h.write(tmp .. "/storage.sh", "#!/bin/sh\necho \"$*\" >> \"$0.log\"\n")
-local refscript = h.write(tmp .. "/ref.sh", "#!/bin/sh\nexit 0\n")
-h.capture("chmod +x " .. h.q(script) .. " " .. h.q(refscript))
-local function config(url, workdir, sh)
-    return string.format([[
-cluster_name: dr-east
-source: { kubeconfig: %s, page_size: 7, timeout: 1 }
-git: { url: "%s", workdir: %s }
-argocd: { destination: dr-east }
-storage:
-  driver: exec
-  exec: { enable: [%s, enable, "{spec}"], disable: [%s, disable, "{spec}"] }
-monitor: { debounce: 0.3, lease_duration: 3, lease_namespace: default, resync_interval: 3600 }
-]], kubeconfig, url, workdir, sh, sh)
-end
-h.write(env.cfg, config("file://" .. env.bare, tmp .. "/clone", script))
-local refcfg = h.write(tmp .. "/ref.yaml", config("file://" .. tmp .. "/ref.git", tmp .. "/ref-clone", refscript))
+-- env.start runs `vmdr-run monitor -c <env.cfg>`: f.cfg is that configuration
+local f = apifaults.files(env.tmp, s, "file://" .. env.bare, { page_size = 7, timeout = 1,
+    monitor = "debounce: 0.3, lease_duration: 3, lease_namespace: default, resync_interval: 3600" })
+assert(f.cfg == env.cfg, f.cfg)
+local tokfile, storage_log = f.tokfile, f.storage_log
 
 -- image -> VM, from the PVs (generated claims are <vm>-rootdisk / <vm>-data)
 local image_vm = {}
@@ -120,15 +98,10 @@ local FAULTS = {
 
 local function git(dir, a) return h.capture("git --git-dir " .. h.q(dir) .. " " .. a .. " 2>&1") end
 local function converged()
-    local ref = tmp .. "/ref.git"
-    h.capture("rm -rf " .. h.q(ref) .. " " .. h.q(tmp .. "/ref-clone") .. " && git init -q --bare -b main " .. h.q(ref))
-    local r = h.run { "reconcile", "-c", refcfg }
+    local r = f.reference()
     if r.code ~= 0 then return false, "reference reconcile: " .. r.stderr end
-    for _, sub in ipairs { "vms/base", "vms/overlays/dr-east" } do
-        local want = git(ref, "rev-parse main:" .. sub)
-        local got = h.exec { "git", "--git-dir", env.bare, "rev-parse", "main:" .. sub }.stdout
-        if want ~= got then return false, sub .. " differs" end
-    end
+    local sub = f.differs(env.bare)
+    if sub then return false, sub .. " differs" end
     return true
 end
 local ndisabled = 0

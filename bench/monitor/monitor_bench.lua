@@ -36,18 +36,6 @@ local function pct(xs, p)
     local i = math.max(1, math.min(#xs, math.ceil(p / 100 * #xs)))
     return xs[i]
 end
-local function rss_kb(pid)
-    local s = h.read("/proc/" .. pid .. "/status") or ""
-    return tonumber(s:match("VmRSS:%s+(%d+)"))
-end
-local function wait_log(m, pat, timeout)
-    local dl = t.monotonic() + (timeout or 600)
-    while not m.log():find(pat) do
-        if m.rc() then error("monitor exited: " .. m.log():sub(-2000)) end
-        if t.monotonic() > dl then error("monitor never logged " .. pat) end
-        t.sleep(0.05)
-    end
-end
 
 local result
 if mode == "latency" then
@@ -58,7 +46,7 @@ if mode == "latency" then
         assert(r.code == 0, r.stderr)
         local env = mon.setup(s, "monitor: { debounce: 0, lease_namespace: default }")
         local m = env.start()
-        wait_log(m, "batch synced", 60)
+        m.wait_log("batch synced", 60)
         local c = assert(k8s.client { kubeconfig = s.kubeconfig })
         local lat = {}
         for i = -4, n do   -- 5 warm-up changes
@@ -96,7 +84,7 @@ elseif mode == "burst" then
     local ok, err = pcall(function()
         local env = mon.setup(s, "monitor: { debounce: 2, lease_namespace: default }")
         local m = env.start()
-        wait_log(m, "batch synced", 900)
+        m.wait_log("batch synced", 900)
         local c = assert(k8s.client { kubeconfig = s.kubeconfig })
         local list = assert(c:list("virtualmachines.kubevirt.io", { labelSelector = "dr.demojam.com/enabled=true" }))
         local before = env.commits()
@@ -147,15 +135,15 @@ elseif mode == "rss" then
         local env = mon.setup(s, "monitor: { debounce: 10, lease_namespace: default }")
         local t0 = t.monotonic()
         local m = env.start()
-        wait_log(m, "batch synced", 1800)
+        m.wait_log("batch synced", 1800)
         local initial = t.monotonic() - t0
         local peak = 0
         for _ = 1, 20 do   -- 10 s of steady state (bookmarks, lease renewals)
-            local r = rss_kb(m.pid) or 0
+            local r = mon.rss_kb(m.pid) or 0
             if r > peak then peak = r end
             t.sleep(0.5)
         end
-        local steady = rss_kb(m.pid)
+        local steady = (mon.rss_kb(m.pid))
         m.stop()
         result = string.format("%d watched VMs: initial converge %.1f s; steady-state RSS %.1f MB "
             .. "(highest sample after the converge %.1f MB)", n, initial, steady / 1024, peak / 1024)

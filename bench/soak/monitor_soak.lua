@@ -24,11 +24,6 @@ local SEL = "dr.demojam.com/enabled"
 local VMS = "virtualmachines.kubevirt.io"
 math.randomseed(20261126)   -- the same sequence of operations every run
 
-local function rss_kb(pid)
-    local s = h.read("/proc/" .. pid .. "/status") or ""
-    return tonumber(s:match("VmRSS:%s+(%d+)")), tonumber(s:match("RssAnon:%s+(%d+)")),
-        tonumber(s:match("RssFile:%s+(%d+)"))
-end
 local function nfds(pid)
     local n = 0
     for _ in h.capture("ls /proc/" .. pid .. "/fd 2>/dev/null || true"):gmatch("[^\n]+") do n = n + 1 end
@@ -94,9 +89,9 @@ local ok, err = pcall(function()
         .. "resync_interval: 600 }")
     local t0 = t.monotonic()
     m = env.start()
-    mon.eventually(function() return m.log():find("batch synced") or m.rc() end, 1800, "no initial sync")
-    assert(not m.rc(), "monitor exited: " .. m.log():sub(-2000))
-    say("initial converge of %d VMs: %.1f s, RSS %d kB", n_vms, t.monotonic() - t0, (rss_kb(m.pid)))
+    m.wait_log("batch synced", 1800)
+    say("initial converge of %d VMs: %.1f s, RSS %d kB", n_vms, t.monotonic() - t0,
+        (mon.rss_kb(m.pid)))
 
     local csv_path = os.getenv("SOAK_CSV") or (env.tmp .. "/rss.csv")
     local csv = assert(io.open(csv_path, "w"))
@@ -170,7 +165,7 @@ local ok, err = pcall(function()
         local now = t.monotonic()
         if m.rc() then error("monitor exited during the soak: " .. m.log():sub(-3000)) end
         if now >= next_sample then
-            local r, anon, file = rss_kb(m.pid)
+            local r, anon, file = mon.rss_kb(m.pid)
             local el = now - start
             samples[#samples + 1] = { el = el, rss = r }
             csv:write(string.format("%.0f,%d,%d,%d,%d,%d,%d,%d\n", el, r, anon, file, nfds(m.pid), ops,
@@ -188,7 +183,7 @@ local ok, err = pcall(function()
         t.sleep(math.max(0, math.min(next_op, next_sample) - t.monotonic()))
     end
     local driven = t.monotonic() - start
-    local rss_end = (rss_kb(m.pid))
+    local rss_end = (mon.rss_kb(m.pid))
 
     -- convergence: every live DR-enabled VM on the remote with its last values, nothing else
     local tc = t.monotonic()

@@ -11,7 +11,7 @@
 -- the exec storage driver recording its argv.
 local h = require "support.helper"
 local sim = require "support.sim"
-local gitsrv = require "support.gitsrv"
+local gitexec = require "support.gitexec"
 local config = require "vmdr.config"
 local yaml = require "vmdr.yaml"
 
@@ -69,7 +69,7 @@ local function wrong_values(spec)
 end
 
 describe("bad configuration", function()
-    local tmp, s, srv, bare, base, exec_log, token
+    local tmp, s, gx, bare, base, exec_log, token
     local runs = 0
 
     local function git(args) return h.capture("git -C " .. h.q(bare) .. " " .. args .. " 2>&1") end
@@ -117,17 +117,13 @@ metadata: {name: app1, namespace: team1, labels: {dr.demojam.com/enabled: "true"
 spec: {template: {spec: {domain: {devices: {}}}}}
 ]])
         s = sim.start { fixtures = tmp .. "/fx" }
-        srv = gitsrv.up()
-        bare = gitsrv.bare(srv, "manifests")
-        token = srv.token
-        exec_log = tmp .. "/exec.log"
-        local tool = h.write(tmp .. "/mirror-tool", "#!/bin/sh\necho \"$*\" >> " .. h.q(exec_log) .. "\n")
-        h.sh("chmod +x " .. h.q(tool))
+        gx = gitexec.up(tmp)
+        bare, token, exec_log = gx.bare, gx.token, gx.exec_log
+        local tool = gx.tool
         base = {
             cluster_name = "dr-east",
             source = { kubeconfig = s.kubeconfig },
-            git = { url = gitsrv.urls(srv, "manifests").http, workdir = tmp .. "/clone",
-                token_file = h.write(tmp .. "/token", token .. "\n") },
+            git = { url = gx.url, workdir = tmp .. "/clone", token_file = gx.token_file },
             storage = { driver = "exec", exec = { enable = { tool, "enable", "{spec}" },
                 promote = { tool, "promote", "{spec}" }, status = { tool, "status", "{spec}" } } },
         }
@@ -140,7 +136,7 @@ spec: {template: {spec: {domain: {devices: {}}}}}
 
     teardown(function()
         if s then s.stop() end
-        gitsrv.down(srv)
+        if gx then gx.down() end
     end)
 
     it("the good configuration works (the cases below differ from it by one key)", function()

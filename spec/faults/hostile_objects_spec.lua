@@ -15,49 +15,14 @@
 -- exec storage driver running a script that records its argv.
 local h = require "support.helper"
 local sim = require "support.sim"
-local gitsrv = require "support.gitsrv"
+local gitexec = require "support.gitexec"
+local objects = require "support.objects"
 local json = require "vmdr.json"
 local yaml = require "vmdr.yaml"
 
-local LABEL = "dr.demojam.com/enabled"
-
-local function vm(ns, name, claims, extra)
-    local vols = setmetatable({}, json.array_mt)
-    for i, c in ipairs(claims or {}) do
-        vols[i] = { name = "d" .. i, persistentVolumeClaim = { claimName = c } }
-    end
-    local o = { apiVersion = "kubevirt.io/v1", kind = "VirtualMachine",
-        metadata = { name = name, namespace = ns, labels = { [LABEL] = "true" } },
-        spec = { template = { spec = { domain = { devices = {} }, volumes = vols } } } }
-    if extra then extra(o) end
-    return o
-end
-
-local function pvc(ns, name, volume)
-    return { apiVersion = "v1", kind = "PersistentVolumeClaim",
-        metadata = { name = name, namespace = ns },
-        spec = { accessModes = { "ReadWriteMany" }, resources = { requests = { storage = "1Gi" } },
-            volumeName = volume } }
-end
-
-local function pv(name, claim_ns, claim, source)
-    local spec = { accessModes = { "ReadWriteMany" }, capacity = { storage = "1Gi" },
-        claimRef = { kind = "PersistentVolumeClaim", namespace = claim_ns, name = claim } }
-    for k, v in pairs(source) do spec[k] = v end
-    return { apiVersion = "v1", kind = "PersistentVolume", metadata = { name = name }, spec = spec }
-end
-
-local function csi(image)
-    return { csi = { driver = "openshift-storage.rbd.csi.ceph.com", volumeHandle = "static-" .. image,
-        volumeAttributes = { pool = "rbd", imageName = image } } }
-end
-
--- a VM with its own claim and RBD volume
-local function vm_with_disk(list, ns, name)
-    list[#list + 1] = vm(ns, name, { name .. "-root" })
-    list[#list + 1] = pvc(ns, name .. "-root", "pv-" .. name)
-    list[#list + 1] = pv("pv-" .. name, ns, name .. "-root", csi("img-" .. name))
-end
+local vm, pvc, pv, csi = objects.vm, objects.pvc, objects.pv, objects.csi
+local vm_with_disk = objects.vm_with_disk
+local LABEL = objects.LABEL
 
 local function nested(depth)
     local top = {}
@@ -72,29 +37,15 @@ local LONG = string.rep("a", 63) .. "." .. string.rep("b", 63) .. "." .. string.
 local ESCAPE = "../../../../../../hostile-escape-marker"
 
 describe("hostile objects from the API", function()
-    local tmp, s, srv, url, cfg, exec_log, bare
+    local tmp, s, gx, bare, exec_log, run, git, show, calls
     local r1 -- the first reconcile
 
-    local function run(...)
-        local argv = { ... }
-        argv[#argv + 1] = "-c"
-        argv[#argv + 1] = cfg
-        return h.run(argv)
-    end
-    local function git(args) return h.capture("git -C " .. h.q(bare) .. " " .. args .. " 2>&1") end
     local function tree() return git("ls-tree -r --name-only main") end
     local function commits() return tonumber((git("rev-list --count main"):match("%d+"))) end
-    local function show(path) return git("show main:" .. h.q(path)) end
     -- text as it appears inside a quoted log field (reason="..."): " and \ escaped
     local function logged(text) return (text:gsub('[\\"]', '\\%0')) end
     local function in_log(r, text)
         assert.truthy(r.stderr:find(logged(text), 1, true), text .. "\nnot in:\n" .. r.stderr)
-    end
-    local function calls()
-        local out = {}
-        for line in (h.read(exec_log) or ""):gmatch("[^\n]+") do out[#out + 1] = line end
-        table.sort(out)
-        return out
     end
     local function create(obj)
         local path = obj.kind == "VirtualMachine"
@@ -165,29 +116,15 @@ describe("hostile objects from the API", function()
         h.write(tmp .. "/fx/hostile.json", json.encode { apiVersion = "v1", kind = "List", items = list })
 
         s = sim.start { fixtures = tmp .. "/fx" }
-        srv = gitsrv.up()
-        bare = gitsrv.bare(srv, "manifests")
-        url = gitsrv.urls(srv, "manifests").http
-        exec_log = tmp .. "/exec.log"
-        local tool = h.write(tmp .. "/mirror-tool", "#!/bin/sh\necho \"$*\" >> " .. h.q(exec_log) .. "\n")
-        h.sh("chmod +x " .. h.q(tool))
-        local token = h.write(tmp .. "/token", srv.token .. "\n")
-        cfg = h.write(tmp .. "/vmdr.yaml", string.format([[
-cluster_name: dr-east
-source: { kubeconfig: %s }
-git: { url: %q, workdir: %s/clone, token_file: %s, worktree: true }
-storage:
-  driver: exec
-  exec:
-    enable: [%q, enable, "{spec}", "{pv}"]
-    disable: [%q, disable, "{spec}", "{pv}"]
-    promote: [%q, promote, "{spec}", "{pv}"]
-]], s.kubeconfig, url, tmp, token, tool, tool, tool))
+        gx = gitexec.up(tmp)
+        bare, exec_log = gx.bare, gx.exec_log
+        run, git, show, calls = gx.run, gx.git, gx.show, gx.calls
+        gx.config(s, { "enable", "disable", "promote" }, { "{spec}", "{pv}" })
     end)
 
     teardown(function()
         if s then s.stop() end
-        gitsrv.down(srv)
+        if gx then gx.down() end
     end)
 
     it("refuses each VM whose names cannot be paths, naming it, and syncs the others", function()

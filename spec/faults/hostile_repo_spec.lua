@@ -14,50 +14,18 @@
 -- the git CLI as the operator's editor, the exec storage driver recording its argv.
 local h = require "support.helper"
 local sim = require "support.sim"
-local gitsrv = require "support.gitsrv"
+local gitexec = require "support.gitexec"
 local yaml = require "vmdr.yaml"
-local pvc_pv_yaml = require("support.objects").pvc_pv_yaml
+local vm_yaml = require("support.objects").vm_disk_yaml
 
 local PANEL = "vms/overlays/dr-east/components/failover-control/kustomization.yaml"
 
-local function vm_yaml(ns, name, claim, labels)
-    return string.format([[
-apiVersion: kubevirt.io/v1
-kind: VirtualMachine
-metadata:
-  name: %s
-  namespace: %s
-  labels: {dr.demojam.com/enabled: "true", app: %s%s}
-spec:
-  running: true
-  template:
-    spec:
-      domain: {devices: {disks: [{name: root, disk: {bus: virtio}}]}}
-      volumes: [{name: root, persistentVolumeClaim: {claimName: %s}}]
----
-]], name, ns, name, labels or "", claim) .. pvc_pv_yaml(ns, claim, "pv-" .. name, "img-" .. name)
-end
-
 describe("hostile repository content", function()
-    local tmp, s, srv, bare, cfg, exec_log
+    local tmp, s, gx, bare, exec_log, run, git, show, calls
     local edits = 0
 
-    local function run(...)
-        local argv = { ... }
-        argv[#argv + 1] = "-c"
-        argv[#argv + 1] = cfg
-        return h.run(argv)
-    end
-    local function git(args) return h.capture("git -C " .. h.q(bare) .. " " .. args .. " 2>&1") end
     local function head() return (git("rev-parse main"):gsub("%s+$", "")) end
     local function tree() return git("ls-tree -r main") end
-    local function show(path) return git("show main:" .. h.q(path)) end
-    local function calls()
-        local out = {}
-        for line in (h.read(exec_log) or ""):gmatch("[^\n]+") do out[#out + 1] = line end
-        table.sort(out)
-        return out
-    end
     -- an operator's commit, made with the git CLI: fn(dir) edits a fresh clone
     local function edit(msg, fn)
         edits = edits + 1
@@ -87,31 +55,17 @@ describe("hostile repository content", function()
             .. vm_yaml("team1", "app2", "app2-root"))
         h.write(tmp .. "/fx/team2.yaml", vm_yaml("team2", "db1", "db1-root"))
         s = sim.start { fixtures = tmp .. "/fx" }
-        srv = gitsrv.up()
-        bare = gitsrv.bare(srv, "manifests")
-        exec_log = tmp .. "/exec.log"
-        local tool = h.write(tmp .. "/mirror-tool", "#!/bin/sh\necho \"$*\" >> " .. h.q(exec_log) .. "\n")
-        h.sh("chmod +x " .. h.q(tool))
-        local token = h.write(tmp .. "/token", srv.token)
-        cfg = h.write(tmp .. "/vmdr.yaml", string.format([[
-cluster_name: dr-east
-source: { kubeconfig: %s }
-git: { url: %q, workdir: %s/clone, token_file: %s, worktree: true }
-storage:
-  driver: exec
-  exec:
-    enable: [%q, enable, "{spec}"]
-    disable: [%q, disable, "{spec}"]
-    promote: [%q, promote, "{spec}"]
-    status: [%q, status, "{spec}"]
-]], s.kubeconfig, gitsrv.urls(srv, "manifests").http, tmp, token, tool, tool, tool, tool))
+        gx = gitexec.up(tmp)
+        bare, exec_log = gx.bare, gx.exec_log
+        run, git, show, calls = gx.run, gx.git, gx.show, gx.calls
+        gx.config(s, { "enable", "disable", "promote", "status" }, { "{spec}" })
         local r = run("reconcile")
         assert(r.code == 0, r.stderr)
     end)
 
     teardown(function()
         if s then s.stop() end
-        gitsrv.down(srv)
+        if gx then gx.down() end
     end)
 
     it("a control panel that is not valid YAML: kept byte for byte, activate refuses naming it", function()

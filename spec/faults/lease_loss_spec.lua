@@ -12,6 +12,7 @@
 local h = require "support.helper"
 local sim = require "support.sim"
 local mon = require "support.monitor"
+local apifaults = require "support.apifaults"
 local t = require "vmdr.time"
 
 local NS <const> = "dr-app-000"
@@ -22,21 +23,9 @@ describe("monitor: the Lease lost mid-batch", function()
     local s, env, a, b
     local gates = {}
 
-    local function vm_path(name)
-        return "/apis/kubevirt.io/v1/namespaces/" .. NS .. "/virtualmachines/" .. name
-    end
-    local function label(name, labels)
-        local r = s.curl { method = "PATCH", path = vm_path(name),
-            content_type = "application/merge-patch+json",
-            body = { metadata = { labels = labels } } }
-        assert.equals(200, r.code, r.body)
-    end
+    local function label(name, labels) apifaults.label(s, name, labels) end
     local function storage_calls(who, op)
-        local n = 0
-        for l in (h.read(env.tmp .. "/storage-" .. who .. ".log") or ""):gmatch("[^\n]+") do
-            if l:match("^" .. op .. " ") then n = n + 1 end
-        end
-        return n
+        return apifaults.count(env.tmp .. "/storage-" .. who .. ".log", op)
     end
     local function stored()
         local l = {}
@@ -109,7 +98,7 @@ monitor: { identity: monitor-%s, debounce: 0.3, lease_duration: %d, lease_namesp
         -- the batch the next leader starts with (its first full-list convergence): a label
         -- change to write and a deleted VM to remove (its mirroring to disable)
         label("vm-00001", { lease = "stolen" })
-        assert.equals(200, s.curl { method = "DELETE", path = vm_path("vm-00002") }.code)
+        assert.equals(200, s.curl { method = "DELETE", path = apifaults.vm_path("vm-00002") }.code)
         local commits = env.commits()
         close_gate("a")
         a = env.start { "-e", "@" .. env.vars.a }

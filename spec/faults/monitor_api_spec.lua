@@ -9,6 +9,7 @@ local h = require "support.helper"
 local sim = require "support.sim"
 local mon = require "support.monitor"
 local gitsrv = require "support.gitsrv"
+local apifaults = require "support.apifaults"
 local t = require "vmdr.time"
 
 local N <const> = 8
@@ -16,31 +17,17 @@ local NS <const> = "dr-app-000"
 local SEL <const> = "dr.demojam.com/enabled"
 
 describe("monitor under source-API faults", function()
-    local tmp, s, srv, bare, refcfg, tokfile, storage_log, env, m
+    local s, srv, bare, f, env, m
     local deleted = {}   -- VMs removed on purpose: the only ones Git may lose
 
     local function git(dir, args)
         return h.capture("git --git-dir " .. h.q(dir) .. " " .. args .. " 2>&1")
     end
     local function commits() return tonumber(git(bare, "rev-list --count main"):match("%d+")) end
-    local function calls(op)
-        local n = 0
-        for l in (h.read(storage_log) or ""):gmatch("[^\n]+") do
-            if l:match("^" .. op .. " ") then n = n + 1 end
-        end
-        return n
-    end
-    local function vm_path(name)
-        return "/apis/kubevirt.io/v1/namespaces/" .. NS .. "/virtualmachines/" .. name
-    end
-    local function label(name, labels)
-        local r = s.curl { method = "PATCH", path = vm_path(name),
-            content_type = "application/merge-patch+json",
-            body = { metadata = { labels = labels } } }
-        assert.equals(200, r.code, r.body)
-    end
+    local function calls(op) return f.calls(op) end
+    local function label(name, labels) apifaults.label(s, name, labels) end
     local function delete(name)
-        assert.equals(200, s.curl { method = "DELETE", path = vm_path(name) }.code)
+        assert.equals(200, s.curl { method = "DELETE", path = apifaults.vm_path(name) }.code)
         deleted[NS .. "/" .. name] = true
     end
     local function stored_file(name)
@@ -50,18 +37,12 @@ describe("monitor under source-API faults", function()
     end
     --- The repository holds what a clean reconcile of the live state makes (eventually).
     local function converged()
-        local ref = tmp .. "/ref.git"
         local t0 = t.monotonic()
         local ok, err = pcall(mon.eventually, function()
-            h.capture("rm -rf " .. h.q(ref) .. " " .. h.q(tmp .. "/ref-clone")
-                .. " && git init -q --bare -b main " .. h.q(ref))
-            local r = h.run { "reconcile", "-c", refcfg }
+            local r = f.reference()
             assert.equals(0, r.code, r.stderr)
-            for _, sub in ipairs { "vms/base", "vms/overlays/dr-east" } do
-                local want = git(ref, "rev-parse main:" .. sub)
-                local got = h.exec { "git", "--git-dir", bare, "rev-parse", "main:" .. sub }.stdout
-                if want ~= got then return false, sub .. " differs" end
-            end
+            local sub = f.differs(bare)
+            if sub then return false, sub .. " differs" end
             return true
         end, 60, "the repository did not converge")
         if not ok then error(tostring(err) .. "; the monitor's log:\n" .. m.log():sub(-3000), 2) end
@@ -98,36 +79,11 @@ describe("monitor under source-API faults", function()
         bare = gitsrv.urls(srv, "manifests").path
         s = sim.start { fixtures = false, generate = N, token = true, bookmark_interval = 600 }
         env = mon.setup(s)
-        tmp = env.tmp
-        tokfile = h.write(tmp .. "/token", s.token .. "\n")
-        local kubeconfig = h.write(tmp .. "/kubeconfig", string.format([[
-apiVersion: v1
-kind: Config
-clusters: [{name: sim, cluster: {server: "%s"}}]
-users: [{name: sa, user: {tokenFile: "%s"}}]
-contexts: [{name: sim, context: {cluster: sim, user: sa}}]
-current-context: sim
-]], s.url, tokfile))
-        storage_log = tmp .. "/storage.sh.log"
-        local script = h.write(tmp .. "/storage.sh", "#!/bin/sh\necho \"$*\" >> \"$0.log\"\n")
-        local refscript = h.write(tmp .. "/ref-storage.sh", "#!/bin/sh\nexit 0\n")
-        h.capture("chmod +x " .. h.q(script) .. " " .. h.q(refscript))
-        local function config(url, workdir, sh)
-            return string.format([[
-cluster_name: dr-east
-source: { kubeconfig: %s, page_size: 3 }
-git: { url: "%s", workdir: %s, user: git, token_file: %s }
-argocd: { destination: dr-east }
-storage:
-  driver: exec
-  exec: { enable: [%s, enable, "{spec}"], disable: [%s, disable, "{spec}"] }
-monitor: { debounce: 0.3, lease_duration: 3, lease_namespace: default, resync_interval: 3600 }
-]], kubeconfig, url, workdir, srv.token_file, sh, sh)
-        end
-        -- env.start runs `vmdr-run monitor -c <env.cfg>`: this is that configuration
-        h.write(env.cfg, config(gitsrv.urls(srv, "manifests").http, tmp .. "/clone", script))
-        refcfg = h.write(tmp .. "/ref.yaml",
-            config("file://" .. tmp .. "/ref.git", tmp .. "/ref-clone", refscript))
+        f = apifaults.files(env.tmp, s, gitsrv.urls(srv, "manifests").http, { page_size = 3,
+            token_file = srv.token_file, monitor = "debounce: 0.3, lease_duration: 3, "
+            .. "lease_namespace: default, resync_interval: 3600" })
+        -- env.start runs `vmdr-run monitor -c <env.cfg>`: f.cfg is that configuration
+        assert(f.cfg == env.cfg, f.cfg)
         m = env.start()
     end)
     after_each(function() if s then s.admin { clear = true } end end)
@@ -211,7 +167,7 @@ monitor: { debounce: 0.3, lease_duration: 3, lease_namespace: default, resync_in
         assert.is_nil(m.log():find(new, 1, true))
         assert.is_nil(m.rc())
         -- the kubelet rotates the projected token file: no restart needed
-        h.write(tokfile, new .. "\n")
+        h.write(f.tokfile, new .. "\n")
         converged()
         assert.is_nil(stored_file("vm-00006"))
         assert.equals(pid, m.pid)

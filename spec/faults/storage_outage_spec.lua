@@ -20,13 +20,11 @@ local json = require "vmdr.json"
 local rbd = require "vmdr.rbd"
 local time = require "vmdr.time"
 local vm_yaml = require("support.monitor").vm_yaml
-local pvc_pv_yaml = require("support.objects").pvc_pv_yaml
 
-local MiB = 1024 * 1024
 local TIMEOUT <const> = 3
 
 describe("storage outages in failover and relocate (a Ceph pair of its own)", function()
-    local tmp, s, p, a, b, cfg, bare
+    local tmp, s, p, a, b, run, head
     local images = {} -- claim -> image name
     local vms = {     -- VM, app-tier, claims
         { "m1", "mondown", { "m1-root" } },
@@ -37,15 +35,6 @@ describe("storage outages in failover and relocate (a Ceph pair of its own)", fu
         { "o1", "osdfrozen", { "o1-root", "o1-data" } },
     }
 
-    local function run(wf, ...)
-        local argv = { wf, "-c", cfg }
-        for _, x in ipairs { ... } do argv[#argv + 1] = x end
-        local t0 = time.monotonic()
-        local r = h.run(argv)
-        r.seconds = time.monotonic() - t0
-        return r
-    end
-    local function head() return h.capture("git --git-dir " .. h.q(bare) .. " rev-parse main") end
     local function spec_of(claim) return "rbd/" .. images[claim] end
     local function primary(c, claim)
         local img = assert(c:image("rbd", images[claim]))
@@ -84,52 +73,22 @@ describe("storage outages in failover and relocate (a Ceph pair of its own)", fu
         a, b = p.connect("a"), p.connect("b")
         local fx = tmp .. "/fixtures"
         for _, v in ipairs(vms) do
-            for _, claim in ipairs(v[3]) do
-                local img = ceph.name("fo-" .. claim)
-                images[claim] = img
-                assert(a:create_image("rbd", img, 8 * MiB,
-                    { features = "layering,exclusive-lock" }))
-                h.write(fx .. "/" .. claim .. ".yaml",
-                    pvc_pv_yaml("shop", claim, "pv-" .. img, img))
-            end
+            ceph.disks(a, fx, "shop", "fo-", v[3], images)
             h.write(fx .. "/vm-" .. v[1] .. ".yaml", vm_yaml("shop", v[1],
                 { ["app-tier"] = v[2], ["dr.demojam.com/enabled"] = "true" }, "1Gi", v[3]))
         end
         s = sim.start { fixtures = fx }
-        bare = tmp .. "/manifests.git"
-        h.capture("git init -q --bare -b main " .. h.q(bare))
-        local sa, sb = p.site("a"), p.site("b")
-        cfg = h.write(tmp .. "/vmdr.yaml", string.format([[
-cluster_name: dr-east
-source: { kubeconfig: %s }
-git:
-  url: file://%s
-  workdir: %s/clone
-  author: { name: vmdr-faults, email: faults@localhost }
-argocd: { destination: dr-east }
-relocate: { stop_timeout: 30, sync_timeout: 90 }
-storage:
-  driver: ceph
-  ceph:
-    source: { conf: %s, keyring: %s, user: %s }
-    dr: { conf: %s, keyring: %s, user: %s }
-    timeout: %d
-    peer_timeout: 2
-    promote_retry: 1
-]], s.kubeconfig, bare, tmp, sa.conf, sa.keyring, sa.user, sb.conf, sb.keyring, sb.user,
-            TIMEOUT))
+        local w = ceph.workspace(tmp, s, p.site("a"), p.site("b"), { author = "faults",
+            top = { "relocate: { stop_timeout: 30, sync_timeout: 90 }" },
+            ceph = { "timeout: " .. TIMEOUT, "peer_timeout: 2", "promote_retry: 1" } })
+        run, head = w.run, w.head
         local r = run("reconcile")
         assert(r.code == 0, r.stdout .. r.stderr)
         -- every DR copy complete: a forced promote of a never-synced copy cannot work
         local n = 0
         for _, img in pairs(images) do
             n = n + 1
-            local ia = assert(a:image("rbd", img))
-            local sid = assert(ia:mirror_snapshot())
-            ia:close()
-            local ib = ceph.image_when_there(b, "rbd", img, nil, 60)
-            assert(ib:wait_synced(sid, 60))
-            ib:close()
+            ceph.synced(a, b, img, 60)
         end
         print(string.format("  (reconcile + first sync of %d images: %.1f s)", n,
             time.monotonic() - t0))

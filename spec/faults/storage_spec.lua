@@ -14,12 +14,9 @@ local ceph = require "support.ceph"
 local sim = require "support.sim"
 local json = require "vmdr.json"
 local vm_yaml = require("support.monitor").vm_yaml
-local pvc_pv_yaml = require("support.objects").pvc_pv_yaml
-
-local MiB = 1024 * 1024
 
 describe("storage faults in failover (shared Ceph pair)", function()
-    local tmp, s, a, b, cfg, bare
+    local tmp, s, a, b, run, head
     local images = {} -- claim -> image name
     local vms = {      -- VM -> its claims, app-tier
         { "good1", { "good1-root", "good1-data" } },
@@ -32,12 +29,6 @@ describe("storage faults in failover (shared Ceph pair)", function()
         { "rv3", { "rv3-root" }, "moving" }, -- one DR copy missing
     }
 
-    local function run(wf, ...)
-        local argv = { wf, "-c", cfg }
-        for _, x in ipairs { ... } do argv[#argv + 1] = x end
-        return h.run(argv)
-    end
-    local function head() return h.capture("git --git-dir " .. h.q(bare) .. " rev-parse main") end
     local function spec_of(claim) return "rbd/" .. images[claim] end
     local function info(c, claim)
         local img = assert(c:image("rbd", images[claim]))
@@ -46,14 +37,7 @@ describe("storage faults in failover (shared Ceph pair)", function()
         return i
     end
     -- a mirror snapshot on the source, completely copied to the DR site
-    local function synced(claim)
-        local ia = assert(a:image("rbd", images[claim]))
-        local sid = assert(ia:mirror_snapshot())
-        ia:close()
-        local ib = ceph.image_when_there(b, "rbd", images[claim], nil, 60)
-        assert(ib:wait_synced(sid, 60))
-        ib:close()
-    end
+    local function synced(claim) ceph.synced(a, b, images[claim], 60) end
     -- the failover report's lines for a JSON run: image spec -> entry
     local function by_image(stdout)
         local doc = assert(json.decode(stdout), stdout)
@@ -65,41 +49,18 @@ describe("storage faults in failover (shared Ceph pair)", function()
     setup(function()
         h.need("git")
         tmp = h.tmpdir("fstorage")
-        local env = ceph.env()
         a, b = ceph.connect("a"), ceph.connect("b")
         local fx = tmp .. "/fixtures"
         for _, v in ipairs(vms) do
-            for _, claim in ipairs(v[2]) do
-                local img = ceph.name("fs-" .. claim)
-                images[claim] = img
-                assert(a:create_image("rbd", img, 8 * MiB,
-                    { features = "layering,exclusive-lock" }))
-                h.write(fx .. "/" .. claim .. ".yaml",
-                    pvc_pv_yaml("shop", claim, "pv-" .. img, img))
-            end
+            ceph.disks(a, fx, "shop", "fs-", v[2], images)
             h.write(fx .. "/vm-" .. v[1] .. ".yaml", vm_yaml("shop", v[1],
                 { ["app-tier"] = v[3] or "database", ["dr.demojam.com/enabled"] = "true" }, "1Gi",
                 v[2]))
         end
         s = sim.start { fixtures = fx }
-        bare = tmp .. "/manifests.git"
-        h.capture("git init -q --bare -b main " .. h.q(bare))
-        cfg = h.write(tmp .. "/vmdr.yaml", string.format([[
-cluster_name: dr-east
-source: { kubeconfig: %s }
-git:
-  url: file://%s
-  workdir: %s/clone
-  author: { name: vmdr-faults, email: faults@localhost }
-argocd: { destination: dr-east }
-storage:
-  driver: ceph
-  ceph:
-    source: { conf: %s, keyring: %s, user: %s }
-    dr: { conf: %s, keyring: %s, user: %s }
-    timeout: 20
-]], s.kubeconfig, bare, tmp, env.CEPH_A_CONF, env.CEPH_A_KEYRING, env.CEPH_A_USER,
-            env.CEPH_B_CONF, env.CEPH_B_KEYRING, env.CEPH_B_USER))
+        local w = ceph.workspace(tmp, s, ceph.site("a"), ceph.site("b"),
+            { author = "faults", ceph = { "timeout: 20" } })
+        run, head = w.run, w.head
         -- the VMs in Git, every disk mirrored, every DR copy complete
         local r = run("reconcile")
         assert(r.code == 0, r.stdout .. r.stderr)

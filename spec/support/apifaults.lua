@@ -1,5 +1,6 @@
--- Test support for the source-API fault specs (spec/faults/api_*_spec.lua): a vmdr-sim
--- with N generated VMs and token auth, a kubeconfig whose user reads the token from a
+-- Test support for the source-API fault specs (spec/faults/api_*_spec.lua; M.files, M.count
+-- and M.label also serve monitor_api_spec, lease_loss_spec and bench/faults/api_storm.lua):
+-- a vmdr-sim with N generated VMs and token auth, a kubeconfig whose user reads the token from a
 -- file (in-cluster style: a rotation is a file write), a real Git server (git
 -- http-backend behind lighttpd, basic auth) holding the manifests repository, and the
 -- exec storage driver logging every call. `converged()` compares the repository with what
@@ -20,6 +21,88 @@ function M.vm_path(name)
     return "/apis/kubevirt.io/v1/namespaces/" .. M.NS .. "/virtualmachines/" .. name
 end
 
+--- Counts the calls of op in a storage log (the exec driver's script writes one line a call,
+--- "op args...").
+function M.count(log, op)
+    local n = 0
+    for l in (h.read(log) or ""):gmatch("[^\n]+") do
+        if l:match("^" .. op .. " ") then n = n + 1 end
+    end
+    return n
+end
+
+--- Patches the labels of VM name in M.NS with curl through sim s (an independent client;
+--- follows a token rotation).
+function M.label(s, name, labels)
+    local r = s.curl { method = "PATCH", path = M.vm_path(name),
+        content_type = "application/merge-patch+json",
+        body = { metadata = { labels = labels } } }
+    assert(r.code == 200, "PATCH " .. name .. ": " .. r.code .. " " .. r.body)
+end
+
+--- The files of a run against sim s (with a token) in directory tmp: tmp/token and a
+--- kubeconfig whose user reads it (in-cluster style: a rotation is a file write), the exec
+--- driver's tmp/storage.sh logging every call to tmp/storage.sh.log, tmp/vmdr.yaml for the
+--- repository at url, and tmp/ref.yaml for a reference repository tmp/ref.git whose storage
+--- calls go nowhere. o (optional): page_size (5), timeout (source.timeout), token_file (Git
+--- basic auth as user git), monitor (the entries of the monitor section).
+--- Returns f: f.tokfile, f.storage_log, f.cfg, f.refcfg, f.calls(op),
+--- f.reference() (makes tmp/ref.git afresh by a clean reconcile of the live state; returns
+--- the reconcile's result) and f.differs(bare) (the first of vms/base, vms/overlays/dr-east
+--- in which main of bare is not the reference's, or nil).
+function M.files(tmp, s, url, o)
+    o = o or {}
+    local f = {}
+    f.tokfile = h.write(tmp .. "/token", s.token .. "\n")
+    local kubeconfig = h.write(tmp .. "/kubeconfig", string.format([[
+apiVersion: v1
+kind: Config
+clusters: [{name: sim, cluster: {server: "%s"}}]
+users: [{name: sa, user: {tokenFile: "%s"}}]
+contexts: [{name: sim, context: {cluster: sim, user: sa}}]
+current-context: sim
+]], s.url, f.tokfile))
+    f.storage_log = tmp .. "/storage.sh.log"
+    local script = h.write(tmp .. "/storage.sh", "#!/bin/sh\necho \"$*\" >> \"$0.log\"\n")
+    local refscript = h.write(tmp .. "/ref-storage.sh", "#!/bin/sh\nexit 0\n")
+    h.capture("chmod +x " .. h.q(script) .. " " .. h.q(refscript))
+    local source = "kubeconfig: " .. kubeconfig .. ", page_size: " .. (o.page_size or 5)
+        .. (o.timeout and (", timeout: " .. o.timeout) or "")
+    local auth = o.token_file and (", user: git, token_file: " .. o.token_file) or ""
+    local monitor = o.monitor and ("monitor: { " .. o.monitor .. " }\n") or ""
+    local function config(repo, workdir, sh)
+        return string.format([[
+cluster_name: dr-east
+source: { %s }
+git: { url: "%s", workdir: %s%s }
+argocd: { destination: dr-east }
+storage:
+  driver: exec
+  exec: { enable: [%s, enable, "{spec}"], disable: [%s, disable, "{spec}"] }
+%s]], source, repo, workdir, auth, sh, sh, monitor)
+    end
+    f.cfg = h.write(tmp .. "/vmdr.yaml", config(url, tmp .. "/clone", script))
+    local ref = tmp .. "/ref.git"
+    f.refcfg = h.write(tmp .. "/ref.yaml", config("file://" .. ref, tmp .. "/ref-clone", refscript))
+
+    function f.calls(op) return M.count(f.storage_log, op) end
+    function f.reference()
+        h.capture("rm -rf " .. h.q(ref) .. " " .. h.q(tmp .. "/ref-clone")
+            .. " && git init -q --bare -b main " .. h.q(ref))
+        return h.run { "reconcile", "-c", f.refcfg }
+    end
+    function f.differs(bare)
+        for _, sub in ipairs { "vms/base", "vms/overlays/dr-east" } do
+            local want = h.capture("git --git-dir " .. h.q(ref) .. " rev-parse main:" .. sub
+                .. " 2>&1")
+            local got = h.exec { "git", "--git-dir", bare, "rev-parse", "main:" .. sub }.stdout
+            if want ~= got then return sub end
+        end
+        return nil
+    end
+    return f
+end
+
 --- Starts everything; opts.n VMs (12), opts.page_size (5). Returns the environment e:
 --- e.s (the sim), e.run(wf, ...), e.event_sync(name, ...), e.label(name, labels), e.tree(),
 --- e.stored(), e.calls(op), e.converged(), e.untouched(fn), e.failed(r, pat...), e.tokfile,
@@ -34,37 +117,10 @@ function M.env(opts)
     local bare = gitsrv.urls(srv, "manifests").path
     local s = sim.start { fixtures = false, generate = e.n, token = true }
     e.s = s
-    e.tokfile = h.write(tmp .. "/token", s.token .. "\n")
-    local kubeconfig = h.write(tmp .. "/kubeconfig", string.format([[
-apiVersion: v1
-kind: Config
-clusters: [{name: sim, cluster: {server: "%s"}}]
-users: [{name: sa, user: {tokenFile: "%s"}}]
-contexts: [{name: sim, context: {cluster: sim, user: sa}}]
-current-context: sim
-]], s.url, e.tokfile))
-    local storage_log = tmp .. "/storage.sh.log"
-    local script = h.write(tmp .. "/storage.sh", "#!/bin/sh\necho \"$*\" >> \"$0.log\"\n")
-    -- the reference runs' storage calls go nowhere
-    local refscript = h.write(tmp .. "/ref-storage.sh", "#!/bin/sh\nexit 0\n")
-    h.capture("chmod +x " .. h.q(script) .. " " .. h.q(refscript))
-    local function config(url, workdir, sh)
-        return string.format([[
-cluster_name: dr-east
-source: { kubeconfig: %s, page_size: %d }
-git: { url: "%s", workdir: %s, user: git, token_file: %s }
-argocd: { destination: dr-east }
-storage:
-  driver: exec
-  exec:
-    enable: [%s, enable, "{spec}"]
-    disable: [%s, disable, "{spec}"]
-]], kubeconfig, opts.page_size or 5, url, workdir, srv.token_file, sh, sh)
-    end
-    local cfg = h.write(tmp .. "/vmdr.yaml",
-        config(gitsrv.urls(srv, "manifests").http, tmp .. "/clone", script))
-    local refcfg = h.write(tmp .. "/ref.yaml",
-        config("file://" .. tmp .. "/ref.git", tmp .. "/ref-clone", refscript))
+    local f = M.files(tmp, s, gitsrv.urls(srv, "manifests").http,
+        { page_size = opts.page_size, token_file = srv.token_file })
+    e.tokfile, e.calls = f.tokfile, f.calls
+    local cfg = f.cfg
 
     local function git(dir, args)
         return h.capture("git --git-dir " .. h.q(dir) .. " " .. args .. " 2>&1")
@@ -88,13 +144,6 @@ storage:
         table.sort(out)
         return out
     end
-    function e.calls(op)
-        local n = 0
-        for l in (h.read(storage_log) or ""):gmatch("[^\n]+") do
-            if l:match("^" .. op .. " ") then n = n + 1 end
-        end
-        return n
-    end
     function e.run(wf, ...)
         local argv = { wf, "-c", cfg }
         for _, a in ipairs { ... } do argv[#argv + 1] = a end
@@ -103,25 +152,13 @@ storage:
     function e.event_sync(name, ...)
         return e.run("event_sync", "-e", "namespace=" .. M.NS, "-e", "name=" .. name, ...)
     end
-    --- Patches a VM's labels with curl (an independent client; follows a token rotation).
-    function e.label(name, labels)
-        local r = s.curl { method = "PATCH", path = M.vm_path(name),
-            content_type = "application/merge-patch+json",
-            body = { metadata = { labels = labels } } }
-        assert(r.code == 200, "PATCH " .. name .. ": " .. r.code .. " " .. r.body)
-    end
+    function e.label(name, labels) M.label(s, name, labels) end
     --- The repository holds the base and overlay trees a clean reconcile makes now.
     function e.converged()
-        local ref = tmp .. "/ref.git"
-        h.capture("rm -rf " .. h.q(ref) .. " " .. h.q(tmp .. "/ref-clone")
-            .. " && git init -q --bare -b main " .. h.q(ref))
-        local r = h.run { "reconcile", "-c", refcfg }
+        local r = f.reference()
         assert(r.code == 0, "reference reconcile: " .. r.stderr)
-        for _, sub in ipairs { "vms/base", "vms/overlays/dr-east" } do
-            local want = git(ref, "rev-parse main:" .. sub)
-            local got = git(bare, "rev-parse main:" .. sub)
-            assert(want == got, sub .. " differs from a clean reconcile's")
-        end
+        local sub = f.differs(bare)
+        assert(sub == nil, tostring(sub) .. " differs from a clean reconcile's")
     end
     --- Runs fn with a fault in force; asserts the tree and the disables were not touched.
     function e.untouched(fn)

@@ -1,12 +1,32 @@
 -- The shared Ceph pair for specs that say `-- needs: ceph` (spec/support/ceph-fixture).
 -- Reads the fixture's env file; fails (never skips) when the pair is not there.
 local h = require "support.helper"
+local objects = require "support.objects"
 local rbd = require "vmdr.rbd"
 local time = require "vmdr.time"
 
 local M = {}
 
 M.dir = h.build_dir .. "/fixtures/ceph"
+
+-- an env file's text (CEPH_A_CONF=... lines) as a table
+local function parse_env(text)
+  local env = {}
+  for k, v in text:gmatch("([%w_]+)=([^\n]*)") do env[k] = v end
+  return env
+end
+
+-- site "a" or "b" of a parsed env file: { conf=, keyring=, user= }
+local function site_of(env, s)
+  local S = s:upper()
+  return { conf = env["CEPH_" .. S .. "_CONF"], keyring = env["CEPH_" .. S .. "_KEYRING"],
+    user = env["CEPH_" .. S .. "_USER"] }
+end
+
+local function connect(site, timeout)
+  site.timeout = timeout or 20
+  return assert(rbd.connect(site))
+end
 
 --- The fixture's env file as a table (CEPH_A_CONF = ..., ...).
 function M.env()
@@ -15,24 +35,17 @@ function M.env()
     error("the Ceph pair is not up (no " .. M.dir .. "/env): run the spec through ctest, "
       .. "which starts spec/support/ceph-fixture first", 2)
   end
-  local env = {}
-  for k, v in text:gmatch("([%w_]+)=([^\n]*)") do env[k] = v end
-  return env
+  return parse_env(text)
 end
 
 --- Site settings as the storage config takes them: { conf=, keyring=, user= }.
 function M.site(s)
-  local env = M.env()
-  local S = s:upper()
-  return { conf = env["CEPH_" .. S .. "_CONF"], keyring = env["CEPH_" .. S .. "_KEYRING"],
-    user = env["CEPH_" .. S .. "_USER"] }
+  return site_of(M.env(), s)
 end
 
 --- A connected cluster handle for site "a" or "b".
 function M.connect(s, timeout)
-  local site = M.site(s)
-  site.timeout = timeout or 20
-  return assert(rbd.connect(site))
+  return connect(M.site(s), timeout)
 end
 
 local seq = 0
@@ -65,6 +78,74 @@ function M.image_when_there(c, pool, name, opts, timeout)
   end)
 end
 
+--- For each claim in claims: an 8 MiB image (layering, exclusive-lock) named
+--- M.name(prefix .. claim) in pool rbd of cluster c, and the claim's bound PVC and its PV in
+--- fx/<claim>.yaml (namespace ns). Records claim -> image name in `images`.
+function M.disks(c, fx, ns, prefix, claims, images)
+  for _, claim in ipairs(claims) do
+    local img = M.name(prefix .. claim)
+    images[claim] = img
+    assert(c:create_image("rbd", img, 8 * 1024 * 1024, { features = "layering,exclusive-lock" }))
+    h.write(fx .. "/" .. claim .. ".yaml", objects.pvc_pv_yaml(ns, claim, "pv-" .. img, img))
+  end
+end
+
+--- Takes a mirror snapshot of rbd/img on cluster a and waits (timeout s for each step) until
+--- the copy on cluster b exists and holds it completely.
+function M.synced(a, b, img, timeout)
+  local ia = assert(a:image("rbd", img))
+  local sid = assert(ia:mirror_snapshot())
+  ia:close()
+  local ib = M.image_when_there(b, "rbd", img, nil, timeout)
+  assert(ib:wait_synced(sid, timeout))
+  ib:close()
+end
+
+--- A config's storage section for the pair: sa the source site, sb the DR site (tables as
+--- M.site returns them); `more` lists further lines of storage.ceph ("timeout: 20").
+function M.storage_yaml(sa, sb, more)
+  local lines = {
+    "storage:",
+    "  driver: ceph",
+    "  ceph:",
+    string.format("    source: { conf: %s, keyring: %s, user: %s }", sa.conf, sa.keyring, sa.user),
+    string.format("    dr: { conf: %s, keyring: %s, user: %s }", sb.conf, sb.keyring, sb.user),
+  }
+  for _, l in ipairs(more or {}) do lines[#lines + 1] = "    " .. l end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+--- A workflow spec's repository and config against sim s and the pair's sites sa, sb: a bare
+--- tmp/manifests.git over file://, tmp/vmdr.yaml (cluster dr-east, commits by vmdr-<o.author>,
+--- ArgoCD destination dr-east). o.top: top-level lines before storage ("relocate: {...}");
+--- o.ceph: further lines of storage.ceph. Returns w: w.bare, w.cfg, w.run(wf, ...) (vmdr-run
+--- wf -c cfg ...; the result's `seconds` is its wall time), w.head() (main's commit).
+function M.workspace(tmp, s, sa, sb, o)
+  local w = { bare = tmp .. "/manifests.git" }
+  h.capture("git init -q --bare -b main " .. h.q(w.bare))
+  local top = ""
+  for _, l in ipairs(o.top or {}) do top = top .. l .. "\n" end
+  w.cfg = h.write(tmp .. "/vmdr.yaml", string.format([[
+cluster_name: dr-east
+source: { kubeconfig: %s }
+git:
+  url: file://%s
+  workdir: %s/clone
+  author: { name: vmdr-%s, email: %s@localhost }
+argocd: { destination: dr-east }
+%s]], s.kubeconfig, w.bare, tmp, o.author, o.author, top) .. M.storage_yaml(sa, sb, o.ceph))
+  function w.run(wf, ...)
+    local argv = { wf, "-c", w.cfg }
+    for _, x in ipairs { ... } do argv[#argv + 1] = x end
+    local t0 = time.monotonic()
+    local r = h.run(argv)
+    r.seconds = time.monotonic() - t0
+    return r
+  end
+  function w.head() return h.capture("git --git-dir " .. h.q(w.bare) .. " rev-parse main") end
+  return w
+end
+
 --- `rbd` CLI on site s (an independent client); returns stdout, raises on failure.
 function M.rbd_cli(s, args)
   local site = M.site(s)
@@ -89,18 +170,9 @@ function M.own_pair(name)
     h.exec({ fixture, "down", dir })
     error("ceph-fixture up " .. dir .. " failed:\n" .. r.stdout .. r.stderr, 2)
   end
-  p.env = {}
-  for k, v in assert(h.read(dir .. "/env")):gmatch("([%w_]+)=([^\n]*)") do p.env[k] = v end
-  function p.site(s)
-    local S = s:upper()
-    return { conf = p.env["CEPH_" .. S .. "_CONF"], keyring = p.env["CEPH_" .. S .. "_KEYRING"],
-      user = p.env["CEPH_" .. S .. "_USER"] }
-  end
-  function p.connect(s, timeout)
-    local site = p.site(s)
-    site.timeout = timeout or 20
-    return assert(rbd.connect(site))
-  end
+  p.env = parse_env(assert(h.read(dir .. "/env")))
+  function p.site(s) return site_of(p.env, s) end
+  function p.connect(s, timeout) return connect(p.site(s), timeout) end
   --- the current PID of a daemon (a restart changes it)
   function p.pid(s, daemon)
     return assert(tostring(h.read(dir .. "/" .. s .. "/pids/" .. daemon)):match("%d+"),

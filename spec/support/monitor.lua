@@ -105,6 +105,16 @@ storage: { driver: none }
             end
             return m.rc()
         end
+        --- Waits until the log matches Lua pattern pat; raises when the monitor exits
+        --- first or timeout seconds (600) pass.
+        function m.wait_log(pat, timeout)
+            local dl = t.monotonic() + (timeout or 600)
+            while not m.log():find(pat) do
+                if m.rc() then error("monitor exited: " .. m.log():sub(-2000), 2) end
+                if t.monotonic() > dl then error("monitor never logged " .. pat, 2) end
+                t.sleep(0.05)
+            end
+        end
         function m.stop()
             if m.rc() then return m.rc() end
             m.signal("TERM")
@@ -115,6 +125,13 @@ storage: { driver: none }
         return m
     end
     return env
+end
+
+--- A process's resident set in kB: VmRSS, RssAnon, RssFile (nil once it is gone).
+function M.rss_kb(pid)
+    local s = h.read("/proc/" .. pid .. "/status") or ""
+    return tonumber(s:match("VmRSS:%s+(%d+)")), tonumber(s:match("RssAnon:%s+(%d+)")),
+        tonumber(s:match("RssFile:%s+(%d+)"))
 end
 
 --- Polls fn until it returns a true value; raises with what(last) after timeout seconds.

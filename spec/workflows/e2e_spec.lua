@@ -7,7 +7,6 @@ local h = require "support.helper"
 local ceph = require "support.ceph"
 local sim = require "support.sim"
 local yaml = require "vmdr.yaml"
-local pvc_pv_yaml = require("support.objects").pvc_pv_yaml
 
 local SEL = "dr.demojam.com/enabled"
 
@@ -39,7 +38,7 @@ spec:
 end
 
 describe("DR workflows end to end", function()
-    local tmp, s, a, b, env, cfgfile, bare, kube
+    local tmp, s, a, b, run, bare, kube
     local images = {}   -- claim -> image name
     local group = {     -- ns, vm, tier, claims
         { "shop", "db1", "database", { "db1-root", "db1-data" } },
@@ -47,11 +46,6 @@ describe("DR workflows end to end", function()
         { "blog", "web2", "web", { "web2-root" } },
     }
 
-    local function run(wf, ...)
-        local argv = { wf, "-c", cfgfile }
-        for _, x in ipairs { ... } do argv[#argv + 1] = x end
-        return h.run(argv)
-    end
     local function kubectl(args)
         local argv = { "kubectl", "--kubeconfig", s.kubeconfig }
         for _, x in ipairs(args) do argv[#argv + 1] = x end
@@ -80,40 +74,19 @@ describe("DR workflows end to end", function()
     setup(function()
         h.need("kubectl"); h.need("git")
         tmp = h.tmpdir("e2e")
-        env = ceph.env()
         a, b = ceph.connect("a"), ceph.connect("b")
         -- the disks, on the source site
         local fx = tmp .. "/fixtures"
         for _, g in ipairs(group) do
-            for _, claim in ipairs(g[4]) do
-                local img = ceph.name("e2e-" .. claim)
-                images[claim] = img
-                assert(a:create_image("rbd", img, 8 * 1024 * 1024, { features = "layering,exclusive-lock" }))
-                h.write(fx .. "/" .. claim .. ".yaml", pvc_pv_yaml(g[1], claim, "pv-" .. img, img))
-            end
+            ceph.disks(a, fx, g[1], "e2e-", g[4], images)
             h.write(fx .. "/vm-" .. g[2] .. ".yaml", vm_yaml(g[1], g[2], g[3], g[4]))
         end
         -- a VM that is not DR-enabled must never reach Git
         h.write(fx .. "/vm-scratch.yaml", (vm_yaml("shop", "scratch", "web", { "db1-root" })
             :gsub(SEL .. ': "true"', SEL .. ': "false"')))
         s = sim.start { fixtures = fx, tls = true, token = true }
-        bare = tmp .. "/manifests.git"
-        h.capture("git init -q --bare -b main " .. h.q(bare))
-        cfgfile = h.write(tmp .. "/vmdr.yaml", string.format([[
-cluster_name: dr-east
-source: { kubeconfig: %s }
-git:
-  url: file://%s
-  workdir: %s/clone
-  author: { name: vmdr-e2e, email: e2e@localhost }
-argocd: { destination: dr-east }
-storage:
-  driver: ceph
-  ceph:
-    source: { conf: %s, keyring: %s, user: %s }
-    dr: { conf: %s, keyring: %s, user: %s }
-]], s.kubeconfig, bare, tmp, env.CEPH_A_CONF, env.CEPH_A_KEYRING, env.CEPH_A_USER,
-            env.CEPH_B_CONF, env.CEPH_B_KEYRING, env.CEPH_B_USER))
+        local w = ceph.workspace(tmp, s, ceph.site("a"), ceph.site("b"), { author = "e2e" })
+        run, bare = w.run, w.bare
         kube = s
     end)
 

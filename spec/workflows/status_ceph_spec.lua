@@ -22,7 +22,6 @@ describe("status on the Ceph pair", function()
 
     setup(function()
         h.need("kubectl"); h.need("git")
-        local e = ceph.env()
         a = ceph.connect("a")
         img = ceph.name("status")
         assert(a:create_image("rbd", img, 8 * 1024 * 1024, { features = "layering,exclusive-lock" }))
@@ -31,13 +30,7 @@ describe("status on the Ceph pair", function()
             "1Gi", { "db1-root" }))
         h.write(fx .. "/disk.yaml", pvc_pv_yaml("shop", "db1-root", "pv-" .. img, img))
         s = sim.start { fixtures = fx }
-        cfg_extra = string.format([[
-storage:
-  driver: ceph
-  ceph:
-    source: { conf: %s, keyring: %s, user: %s }
-    dr: { conf: %s, keyring: %s, user: %s }
-]], e.CEPH_A_CONF, e.CEPH_A_KEYRING, e.CEPH_A_USER, e.CEPH_B_CONF, e.CEPH_B_KEYRING, e.CEPH_B_USER)
+        cfg_extra = ceph.storage_yaml(ceph.site("a"), ceph.site("b"))
         env = mon.setup(s, "")
         -- the config's storage section replaces the "none" one
         h.write(env.cfg, (h.read(env.cfg):gsub("storage: { driver: none }\n", cfg_extra)))
