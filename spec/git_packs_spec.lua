@@ -30,6 +30,16 @@ local function packs(clone)
   return n, names
 end
 
+-- Only whole packs (a .pack with its .idx) in objects/pack, no merge staging directory.
+local function nothing_left(clone, what)
+  for _, f in ipairs(ls(clone .. "/.git/objects/pack")) do
+    local name, ext = f:match("^pack%-(%x+)%.(%a+)$")
+    assert.is_truthy(ext == "idx" or ext == "pack", what .. f)
+    if ext == "pack" then assert.is_truthy(h.read(clone .. "/.git/objects/pack/pack-" .. name .. ".idx"), what .. f) end
+  end
+  assert.is_falsy(table.concat(ls(clone .. "/.git"), " "):find("vmdr-repack", 1, true), what)
+end
+
 -- A recording logger: every call kept as { level, msg, fields }.
 local function recorder()
   local lines = {}
@@ -45,10 +55,13 @@ local function ctx_for(remote, workdir, max_packs, logger)
     author = { name = "t", email = "t@vmdr" } } }, log = logger }
 end
 
-local function bare(tmp)
+-- A fresh directory with an empty bare remote; the clone goes to tmp/clone.
+local function fresh(max_packs, logger)
+  h.need("git")
+  local tmp = h.tmpdir("packs")
   local remote = tmp .. "/r.git"
   h.capture("git init -q --bare -b main " .. h.q(remote))
-  return remote
+  return tmp, remote, ctx_for(remote, tmp .. "/clone", max_packs, logger)
 end
 
 -- n transactions of one or two tiny files each; returns the expected file contents.
@@ -87,11 +100,8 @@ end
 
 describe("vmdr.git pack count", function()
   it("stays at git.max_packs over many small transactions; the history stays intact", function()
-    h.need("git")
-    local tmp = h.tmpdir("packs")
-    local remote = bare(tmp)
     local logger, lines = recorder()
-    local ctx = ctx_for(remote, tmp .. "/clone", 3, logger)
+    local tmp, remote, ctx = fresh(3, logger)
     -- a first commit much larger than the rest: the doubling never asks to rewrite it
     local expect = {}
     assert(repo.transaction(ctx, function(tx)
@@ -122,18 +132,11 @@ describe("vmdr.git pack count", function()
       assert.is_not.equals("warn", l.level, l.msg)
     end
     assert.is_true(merges >= 4, merges .. " merges")
-    -- what a killed run could leave is gone, and no staging directory is left
-    assert.is_falsy(table.concat(ls(tmp .. "/clone/.git"), " "):find("vmdr-repack", 1, true))
-    for _, f in ipairs(ls(tmp .. "/clone/.git/objects/pack")) do
-      assert.is_truthy(f:match("^pack%-%x+%.idx$") or f:match("^pack%-%x+%.pack$"), f)
-    end
+    nothing_left(tmp .. "/clone", "")
   end)
 
   it("maintain does nothing under the limit", function()
-    h.need("git")
-    local tmp = h.tmpdir("packs")
-    local remote = bare(tmp)
-    local ctx = ctx_for(remote, tmp .. "/clone", 100)
+    local tmp, remote, ctx = fresh(100)
     small_commits(ctx, 1, 3)
     local before = ls(tmp .. "/clone/.git/objects/pack")
     local r <close> = assert(git.open(tmp .. "/clone", { url = "file://" .. remote }))
@@ -149,10 +152,7 @@ describe("vmdr.git pack count", function()
   end)
 
   it("lets go of the merged packs' files and keeps reading and writing", function()
-    h.need("git")
-    local tmp = h.tmpdir("packs")
-    local remote = bare(tmp)
-    local ctx = ctx_for(remote, tmp .. "/clone", 100)
+    local tmp, remote, ctx = fresh(100)
     local expect = small_commits(ctx, 1, 6)
     local r <close> = assert(git.open(tmp .. "/clone", { url = "file://" .. remote }))
     -- reading every file opens every pack's file
@@ -189,10 +189,8 @@ io.stdout:write("merged ", st.packs_merged, "\n")
 ]])
     for _, fp in ipairs({ "maint-before-index", "maint-after-index", "maint-after-link",
                           "maint-after-idx", "maint-after-pack" }) do
-      local tmp = h.tmpdir("packs")
-      local remote = bare(tmp)
+      local tmp, remote, ctx = fresh(100)
       local clone = tmp .. "/clone"
-      local ctx = ctx_for(remote, clone, 100)
       local expect = small_commits(ctx, 1, 4)
       local res = h.run({ script, "--", clone, "file://" .. remote }, { VMDR_GIT_FAILPOINT = fp })
       assert.equals(9, res.code, fp .. ": " .. res.stdout .. res.stderr)
@@ -203,20 +201,13 @@ io.stdout:write("merged ", st.packs_merged, "\n")
       intact(clone, remote, expect, 5)
       local n = packs(clone)
       assert.is_true(n <= 2, fp .. ": " .. n .. " packs")
-      for _, f in ipairs(ls(clone .. "/.git/objects/pack")) do
-        local name = f:match("^pack%-(%x+)%.pack$")
-        if name then assert.is_truthy(h.read(clone .. "/.git/objects/pack/pack-" .. name .. ".idx"), fp .. ": " .. f) end
-      end
-      assert.is_falsy(table.concat(ls(clone .. "/.git"), " "):find("vmdr-repack", 1, true))
+      nothing_left(clone, fp .. ": ")
     end
   end)
 
   it("a failed merge is a warning: the push stands", function()
-    h.need("git")
-    local tmp = h.tmpdir("packs")
-    local remote = bare(tmp)
     local logger, lines = recorder()
-    local ctx = ctx_for(remote, tmp .. "/clone", 100, logger)
+    local tmp, remote, ctx = fresh(100, logger)
     local expect = small_commits(ctx, 1, 3)
     -- the merge's staging directory cannot be made: a file holds its name
     h.write(tmp .. "/clone/.git/vmdr-repack", "in the way\n")

@@ -12,6 +12,7 @@
 --- returned, nothing is committed or pushed, and the clone is reset.
 local vconfig = require "vmdr.config"
 local git = require "vmdr.git"
+local mem = require "vmdr.mem"
 local time = require "vmdr.time"
 
 local M = {}
@@ -186,6 +187,10 @@ local function maintain(ctx, r, g)
       { packs = n, reason = tostring(err) })
     return
   end
+  -- libgit2's packbuilder works in threads, each with its own malloc arena: the memory
+  -- of a large merge stayed with the process until the next full resync's trim (a small
+  -- one's is reused by the next transaction)
+  if st.objects_merged >= 1000 then mem.trim() end
   log(ctx, "debug", "merged the clone's packs", { packs_before = st.packs_before,
     packs_after = st.packs_after, packs_merged = st.packs_merged,
     objects = st.objects_merged, seconds = string.format("%.3f", st.seconds) })
