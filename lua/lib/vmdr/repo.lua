@@ -187,10 +187,8 @@ local function maintain(ctx, r, g)
       { packs = n, reason = tostring(err) })
     return
   end
-  -- libgit2's packbuilder works in threads, each with its own malloc arena: the memory
-  -- of a large merge stayed with the process until the next full resync's trim (a small
-  -- one's is reused by the next transaction)
-  if st.objects_merged >= 1000 then mem.trim() end
+  -- the heap a merge used goes back now, not at the next full resync's trim
+  mem.trim()
   log(ctx, "debug", "merged the clone's packs", { packs_before = st.packs_before,
     packs_after = st.packs_after, packs_merged = st.packs_merged,
     objects = st.objects_merged, seconds = string.format("%.3f", st.seconds) })
