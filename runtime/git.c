@@ -405,6 +405,50 @@ static int repo_diff(lua_State *L)
     return 1;
 }
 
+/* repo:maintain([{max_packs = 10}]) -> {packs_before=, packs_after=, packs_merged=,
+ * objects_merged=, seconds=} | nil, err   (see vmdr_git_maintain) */
+static int repo_maintain(lua_State *L)
+{
+    vmdr_git_repo *r = check_repo(L);
+    vmdr_git_maint_opts o = {0};
+    vmdr_git_maint_stats st;
+    vmdr_err e;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_Integer n = vmdr_opt_integer(L, 2, "max_packs", 10);
+        luaL_argcheck(L, n >= 1, 2, "max_packs must be at least 1");
+        o.max_packs = (size_t)n;
+    }
+    vmdr_err_clear(&e);
+    if (vmdr_git_maintain(r, &o, &st, &e) < 0)
+        return push_git_err(L, &e);
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, (lua_Integer)st.packs_before);
+    lua_setfield(L, -2, "packs_before");
+    lua_pushinteger(L, (lua_Integer)st.packs_after);
+    lua_setfield(L, -2, "packs_after");
+    lua_pushinteger(L, (lua_Integer)st.packs_merged);
+    lua_setfield(L, -2, "packs_merged");
+    lua_pushinteger(L, (lua_Integer)st.objects_merged);
+    lua_setfield(L, -2, "objects_merged");
+    lua_pushnumber(L, st.seconds);
+    lua_setfield(L, -2, "seconds");
+    return 1;
+}
+
+/* repo:pack_count() -> number of packs in the clone | nil, err (one directory read) */
+static int repo_pack_count(lua_State *L)
+{
+    vmdr_git_repo *r = check_repo(L);
+    size_t n;
+    vmdr_err e;
+    vmdr_err_clear(&e);
+    if (vmdr_git_pack_count(r, &n, &e) < 0)
+        return push_git_err(L, &e);
+    lua_pushinteger(L, (lua_Integer)n);
+    return 1;
+}
+
 /* repo:workdir() -> path of the work tree, ending in "/" */
 static int repo_workdir(lua_State *L)
 {
@@ -418,6 +462,7 @@ static const luaL_Reg repo_methods[] = {
     {"list", repo_list},
     {"write", repo_write}, {"remove", repo_remove}, {"commit", repo_commit},
     {"push", repo_push}, {"head", repo_head}, {"diff", repo_diff},
+    {"maintain", repo_maintain}, {"pack_count", repo_pack_count},
     {"workdir", repo_workdir}, {"close", repo_close}, {NULL, NULL}};
 
 static const luaL_Reg repo_meta[] = {

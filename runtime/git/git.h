@@ -67,6 +67,27 @@ int vmdr_git_diff(vmdr_git_repo *r, char **out, size_t *len, vmdr_err *e);
 /* The work tree ("/"-terminated), or the git directory of a clone without one. */
 const char *vmdr_git_workdir(const vmdr_git_repo *r);
 
+typedef struct vmdr_git_maint_opts {
+    size_t max_packs; /* merge when the clone holds more packs than this; 0 = 10 */
+} vmdr_git_maint_opts;
+
+typedef struct vmdr_git_maint_stats {
+    size_t packs_before, packs_after; /* visible packs (an .idx) in objects/pack */
+    size_t packs_merged;              /* deleted after their objects were merged */
+    size_t objects_merged;            /* objects in the merged pack */
+    double seconds;
+} vmdr_git_maint_stats;
+
+/* Visible packs in the clone's objects/pack: one directory read. */
+int vmdr_git_pack_count(vmdr_git_repo *r, size_t *count, vmdr_err *e);
+/* Over max_packs, merges the smallest packs into one as `git repack --geometric=2 -d`
+ * picks them (more when needed to get down to max_packs), deletes them once the new
+ * pack is checked to hold their objects, and reopens the repository so libgit2 lets go
+ * of them. No pending changes allowed; the caller holds the clone's lock. A kill at any
+ * step leaves a clone git fsck accepts (runtime/git/maint.c). */
+int vmdr_git_maintain(vmdr_git_repo *r, const vmdr_git_maint_opts *o, vmdr_git_maint_stats *st,
+                      vmdr_err *e);
+
 /* Checks a repository-relative path: no "..", no absolute path, nothing in .git. */
 int vmdr_git_check_path(const char *path, vmdr_err *e);
 

@@ -67,6 +67,8 @@ M.schema = {
     doc = "the render cache's file (default: vmdr-render-cache.json in the clone's git dir)" },
   ["git.lock_file"] = { type = "string" },
   ["git.lock_timeout"] = { type = "number", min = 0 },
+  ["git.max_packs"] = { type = "integer", min = 1, max = 10000,
+    doc = "packs the clone may hold before a push merges the small ones (default 10)" },
   relocate = { type = "map" },
   ["relocate.stop_timeout"] = { type = "number", min = 0, doc = "seconds for the source VMs to stop" },
   ["relocate.sync_timeout"] = { type = "number", min = 0, doc = "seconds for the last snapshot" },

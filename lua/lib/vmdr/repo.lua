@@ -12,6 +12,7 @@
 --- returned, nothing is committed or pushed, and the clone is reset.
 local vconfig = require "vmdr.config"
 local git = require "vmdr.git"
+local mem = require "vmdr.mem"
 local time = require "vmdr.time"
 
 local M = {}
@@ -172,6 +173,27 @@ local function log(ctx, level, msg, fields)
   if l and l[level] then l[level](msg, fields) end
 end
 
+--- Every commit writes one pack into the clone; over git.max_packs (10) the small ones
+--- are merged (vmdr.git repo:maintain), so a monitor committing every few seconds keeps a
+--- bounded number of packs for libgit2 to map and search. Runs after a successful push
+--- and never fails it: what was pushed stays pushed.
+local function maintain(ctx, r, g)
+  local max = math.max(1, math.floor(number(g.max_packs, 10)))
+  local n = r:pack_count()
+  if not n or n <= max then return end
+  local st, err = r:maintain({ max_packs = max })
+  if not st then
+    log(ctx, "warn", "could not merge the clone's packs (the push is done)",
+      { packs = n, reason = tostring(err) })
+    return
+  end
+  -- the heap a merge used goes back now, not at the next full resync's trim
+  mem.trim()
+  log(ctx, "debug", "merged the clone's packs", { packs_before = st.packs_before,
+    packs_after = st.packs_after, packs_merged = st.packs_merged,
+    objects = st.objects_merged, seconds = string.format("%.3f", st.seconds) })
+end
+
 --- A read-only view of the remote branch, for workflows that read Git and never
 --- write it (failover, status). It holds the clone's lock until :close(). When the
 --- remote cannot be reached (the Git server may have gone down with the source
@@ -302,6 +324,7 @@ function M.transaction(ctx, fn, opts)
     local pushed, perr = r:push()
     if pushed then
       log(ctx, "info", "pushed", { commit = id, attempts = attempt })
+      maintain(ctx, r, g)
       return { commit = id, attempts = attempt, value = value }
     end
     if perr.code ~= "rejected" then return nil, perr end
