@@ -55,9 +55,16 @@ struct vmdr_git_repo {
      * the same objects again (valid while the branch is that commit on that parent). */
     git_buf last_pack;
     char last_pack_name[GIT_OID_HEXSZ + 1]; /* pack-<name>.pack in our objects/pack */
+    size_t last_objects;                    /* objects in it */
     git_oid last_commit, last_parent;
     int last_has_parent, last_valid;
 };
+
+/* The delta search of a pack runs in as many threads as CPUs from this many objects up,
+ * in the calling thread below it. Each libgit2 worker thread gets a malloc arena of its
+ * own: a monitor committing a few files every few seconds kept ~25 MB of anonymous memory
+ * more in those arenas (monitor soak), for no speed on packs this small. */
+#define VMDR_GIT_THREADED_PACK 1000
 
 /* repo.c */
 int vmdr_git__set_error(vmdr_err *e, int rc, const char *what);

@@ -491,7 +491,8 @@ int vmdr_git_push(vmdr_git_repo *r, vmdr_err *e)
         rc = push_local(r, &head, e);
     } else {
         init_callbacks(&po.callbacks, &n);
-        po.pb_parallelism = 0; /* as many pack threads as CPUs (the default is one) */
+        /* as many pack threads as CPUs for a large commit (the default is one) */
+        po.pb_parallelism = r->last_valid && r->last_objects < VMDR_GIT_THREADED_PACK ? 1 : 0;
         snprintf(spec, sizeof spec, "%s:%s", r->local_ref, r->local_ref);
         set_trust(r);
         rc = origin(r, &remote);

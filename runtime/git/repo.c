@@ -913,7 +913,6 @@ static int pack_new_objects(vmdr_git_repo *r, const git_oid *commit, vmdr_err *e
     int rc = git_packbuilder_new(&pb, r->repo);
     if (rc < 0)
         return vmdr_git__set_error(e, rc, "cannot pack");
-    git_packbuilder_set_threads(pb, 0);
     /* Only what is still in memory: an identical blob that already existed was only
      * "freshened" by libgit2, never written to the mempack. */
     for (size_t i = 0; i < r->nchanges && rc == 0; i++)
@@ -924,6 +923,8 @@ static int pack_new_objects(vmdr_git_repo *r, const git_oid *commit, vmdr_err *e
             rc = git_packbuilder_insert(pb, &r->trees[i], NULL);
     if (rc == 0)
         rc = git_packbuilder_insert(pb, commit, NULL);
+    r->last_objects = git_packbuilder_object_count(pb);
+    git_packbuilder_set_threads(pb, r->last_objects >= VMDR_GIT_THREADED_PACK ? 0 : 1);
     snprintf(dir, sizeof dir, "%sobjects/pack", git_repository_path(r->repo));
     r->last_valid = 0;
     r->last_pack_name[0] = '\0';
