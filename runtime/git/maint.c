@@ -394,6 +394,14 @@ int vmdr_git_maintain(vmdr_git_repo *r, const vmdr_git_maint_opts *o, vmdr_git_m
                      errno == ENOSPC ? NOSPACE_HINT : "");
         goto done;
     }
+    /* Something else by that name is in the way: said here, not left to libgit2's indexer
+     * (whose failed git_indexer_new also leaks what it had allocated, libgit2 1.5). */
+    struct stat sst;
+    if (lstat(stage, &sst) != 0 || !S_ISDIR(sst.st_mode)) {
+        vmdr_err_set(e, "io", ENOTDIR, "cannot stage the merged pack: '%s' is not a directory",
+                     stage);
+        goto done;
+    }
     errno = 0;
     if ((rc = vmdr_git__index_pack(r->repo, stage, buf.ptr, buf.size, name)) < 0) {
         vmdr_git__set_error(e, rc, "cannot index the merged pack");
