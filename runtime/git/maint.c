@@ -262,18 +262,10 @@ static int reopen(vmdr_git_repo *r, vmdr_err *e)
 {
     git_repository *repo = NULL;
     git_odb_backend *mempack = NULL;
-    git_odb *odb = NULL;
     const char *path = r->workdir ? r->workdir : git_repository_path(r->repo);
     int rc = git_repository_open_ext(&repo, path, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
-    if (rc == 0 && (rc = git_mempack_new(&mempack)) == 0 &&
-        (rc = git_repository_odb(&odb, repo)) == 0) {
-        rc = git_odb_add_backend(odb, mempack, 1000);
-        if (rc < 0)
-            mempack->free(mempack);
-    } else if (mempack) {
-        mempack->free(mempack);
-    }
-    git_odb_free(odb);
+    if (rc == 0)
+        rc = vmdr_git__add_mempack(repo, &mempack);
     if (rc < 0) {
         git_repository_free(repo);
         return vmdr_git__set_error(e, rc, "cannot reopen the clone after merging packs");

@@ -171,6 +171,25 @@ void vmdr_git__drop_pending(vmdr_git_repo *r)
     r->head_cached = 0;
 }
 
+/* A mempack on repo's object database at the highest priority, so every write lands in
+ * memory until commit packs it. */
+int vmdr_git__add_mempack(git_repository *repo, git_odb_backend **out)
+{
+    git_odb_backend *mp = NULL;
+    git_odb *odb = NULL;
+    int rc = git_mempack_new(&mp);
+    if (rc == 0 && (rc = git_repository_odb(&odb, repo)) == 0)
+        rc = git_odb_add_backend(odb, mp, 1000);
+    git_odb_free(odb);
+    if (rc < 0) {
+        if (mp)
+            mp->free(mp);
+        return rc;
+    }
+    *out = mp;
+    return 0;
+}
+
 /* ---- open / clone --------------------------------------------------------------------------- */
 
 void vmdr_git_free(vmdr_git_repo *r)
@@ -262,7 +281,6 @@ static int setup(vmdr_git_repo *r, const vmdr_git_opts *o, vmdr_err *e)
 {
     int rc;
     git_config *cfg = NULL;
-    git_odb *odb = NULL;
     const char *branch = o->branch && *o->branch ? o->branch : "main";
     char buf[1024];
 
@@ -289,17 +307,8 @@ static int setup(vmdr_git_repo *r, const vmdr_git_opts *o, vmdr_err *e)
             r->ssh_pubkey = strdup(buf);
     }
 
-    if ((rc = git_mempack_new(&r->mempack)) < 0 ||
-        (rc = git_repository_odb(&odb, r->repo)) < 0)
+    if ((rc = vmdr_git__add_mempack(r->repo, &r->mempack)) < 0)
         return vmdr_git__set_error(e, rc, "cannot set up the object database");
-    /* Highest priority, so every write lands in memory until commit packs it. */
-    rc = git_odb_add_backend(odb, r->mempack, 1000);
-    git_odb_free(odb);
-    if (rc < 0) {
-        r->mempack->free(r->mempack);
-        r->mempack = NULL;
-        return vmdr_git__set_error(e, rc, "cannot set up the object database");
-    }
 
     /* libgit2 runs no hooks; this keeps a person's `git` in the clone from running
      * hooks a hostile remote could never plant anyway (.git is refused in trees). */
