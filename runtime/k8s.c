@@ -414,6 +414,25 @@ static int stream_status(lua_State *L)
     return 2;
 }
 
+/* conn:buffered() -> bytes allocated for request bodies */
+static int conn_buffered(lua_State *L)
+{
+    conn_box *b = check_conn(L, 1);
+    lua_pushinteger(L, (lua_Integer)vmdr_k8s_conn_buffer(b->c));
+    return 1;
+}
+
+/* stream:buffered() -> bytes allocated, bytes received and not yet consumed */
+static int stream_buffered(lua_State *L)
+{
+    stream_box *b = check_stream(L, 1);
+    size_t allocated, pending;
+    vmdr_k8s_stream_buffer(b->x, &allocated, &pending);
+    lua_pushinteger(L, (lua_Integer)allocated);
+    lua_pushinteger(L, (lua_Integer)pending);
+    return 2;
+}
+
 /* stream:next([timeout]) -> value | false (timeout seconds passed) | nil, err
  * No timeout (or 0): wait until a line comes, the stream ends or a signal arrives.
  * value is the next line decoded as JSON; err.code "eof" at the end of the stream,
@@ -628,6 +647,7 @@ static int k8s_error(lua_State *L)
 
 static const luaL_Reg conn_methods[] = {{"request", conn_request},
                                         {"stream", conn_stream},
+                                        {"buffered", conn_buffered},
                                         {"set_client_cert", conn_set_client_cert},
                                         {"close", conn_close},
                                         {NULL, NULL}};
@@ -635,6 +655,7 @@ static const luaL_Reg conn_meta[] = {
     {"__gc", conn_gc}, {"__close", conn_gc}, {"__tostring", conn_tostring}, {NULL, NULL}};
 static const luaL_Reg stream_methods[] = {{"status", stream_status},
                                           {"next", stream_next},
+                                          {"buffered", stream_buffered},
                                           {"rest", stream_rest},
                                           {"close", stream_close},
                                           {NULL, NULL}};

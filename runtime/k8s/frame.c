@@ -58,6 +58,27 @@ int vmdr_k8s_frame_append(vmdr_k8s_frame *f, const char *p, size_t n, size_t kno
     return 0;
 }
 
+size_t vmdr_k8s_frame_trim(vmdr_k8s_frame *f)
+{
+    size_t base = f->first_cap ? f->first_cap : 16384;
+    size_t rest = f->len - f->off;
+    if (f->buf == NULL || f->cap / 4 <= base || rest + 1 > base)
+        return 0;
+    char *nb = malloc(base);
+    if (nb == NULL)
+        return 0; /* keep the big one: nothing is lost */
+    memcpy(nb, f->buf + f->off, rest);
+    nb[rest] = '\0';
+    free(f->buf);
+    size_t dropped = f->off;
+    f->buf = nb;
+    f->cap = base;
+    f->len = rest;
+    f->scan = f->scan > f->off ? f->scan - f->off : 0;
+    f->off = 0;
+    return dropped;
+}
+
 int vmdr_k8s_frame_has_line(vmdr_k8s_frame *f)
 {
     if (f->scan < f->off)

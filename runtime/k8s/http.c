@@ -10,6 +10,9 @@
 
 #define DEFAULT_MAX_BODY ((size_t)1 << 30)
 #define POLL_SLICE_MS 100
+/* A request's body buffer bigger than this is not kept after its body was consumed: a
+ * long-lived client (the monitor) would otherwise hold its largest list's buffer. */
+#define KEEP_BODY_MAX ((size_t)256 << 10)
 
 struct vmdr_k8s_xfer {
     vmdr_k8s_conn *conn; /* NULL once the conn was freed under a stream */
@@ -549,8 +552,8 @@ int vmdr_k8s_request(vmdr_k8s_conn *c, const vmdr_k8s_req *r, vmdr_k8s_resp *out
     vmdr_k8s_xfer *x = &c->req;
     int rc;
     memset(out, 0, sizeof *out);
-    /* A big buffer from an earlier request is not kept: peak RSS matters for lists. */
-    if (x->b.cap > ((size_t)8 << 20))
+    /* A big buffer from an earlier request (whose body the caller has used) is not kept. */
+    if (x->b.cap > KEEP_BODY_MAX)
         vmdr_k8s_frame_free(&x->b);
     if (xfer_prepare(x, r, 0, err) != 0)
         return -1;
@@ -572,6 +575,9 @@ int vmdr_k8s_request(vmdr_k8s_conn *c, const vmdr_k8s_req *r, vmdr_k8s_resp *out
         if (used < 0)
             return -1;
         x->b.off += (size_t)used;
+        /* the hook took the whole body (a list): nothing to keep for the caller */
+        if (x->b.off == x->b.len && x->b.cap > KEEP_BODY_MAX)
+            vmdr_k8s_frame_free(&x->b);
     }
     out->body = x->b.buf ? x->b.buf + x->b.off : "";
     out->len = x->b.len - x->b.off;
@@ -631,6 +637,17 @@ const char *vmdr_k8s_stream_content_type(const vmdr_k8s_xfer *x)
     return x->content_type;
 }
 
+size_t vmdr_k8s_conn_buffer(const vmdr_k8s_conn *c)
+{
+    return c->req.b.cap;
+}
+
+void vmdr_k8s_stream_buffer(const vmdr_k8s_xfer *x, size_t *allocated, size_t *pending)
+{
+    *allocated = x->b.cap;
+    *pending = x->b.len - x->b.off;
+}
+
 int vmdr_k8s_stream_next(vmdr_k8s_xfer *x, long timeout_ms, const char **line, size_t *len,
                          vmdr_err *err)
 {
@@ -644,6 +661,10 @@ int vmdr_k8s_stream_next(vmdr_k8s_xfer *x, long timeout_ms, const char **line, s
                 return xfer_error(x, err);
             return vmdr_k8s_frame_next(&x->b, 1, line, len) ? 1 : 2;
         }
+        /* Every buffered line is consumed (the caller holds none: it asked for the next):
+         * a buffer grown by a backlog (a resync, a long batch) is given back here, or the
+         * stream would keep its high-water mark as long as it lives. */
+        vmdr_k8s_frame_trim(&x->b);
         int w = conn_wait(x->conn, x, UNTIL_LINE, timeout_ms, err);
         if (w < 0)
             return -1;

@@ -82,6 +82,11 @@ int vmdr_k8s_stream_open(vmdr_k8s_xfer **out, vmdr_k8s_conn *c, const vmdr_k8s_r
                          long timeout_ms, vmdr_err *err);
 long vmdr_k8s_stream_status(const vmdr_k8s_xfer *x);
 const char *vmdr_k8s_stream_content_type(const vmdr_k8s_xfer *x);
+/* The bytes allocated for the body of the conn's requests (kept between requests only
+ * while small). */
+size_t vmdr_k8s_conn_buffer(const vmdr_k8s_conn *c);
+/* The stream's buffer: bytes allocated and bytes received but not yet consumed. */
+void vmdr_k8s_stream_buffer(const vmdr_k8s_xfer *x, size_t *allocated, size_t *pending);
 /* Next non-empty line of the body, without its newline. Returns 1 with *line and *len (valid
  * until the next call), 0 when timeout_ms passed with no complete line, 2 at the clean end
  * of the body (any unterminated rest is returned first as a last line), -1 with err. */
@@ -110,6 +115,11 @@ void vmdr_k8s_frame_free(vmdr_k8s_frame *f);
  * Returns 0, or -1 out of memory (nothing appended). */
 int vmdr_k8s_frame_append(vmdr_k8s_frame *f, const char *p, size_t n, size_t known,
                           size_t *dropped);
+/* Gives back a buffer that a backlog grew: when it is more than 4 times its first size and
+ * what is not consumed fits in the first size, moves that rest into a new buffer of the
+ * first size. Lines handed over earlier become invalid. Returns how many consumed bytes were
+ * dropped (callers shift their own offsets by it; 0 when kept or when none were consumed). */
+size_t vmdr_k8s_frame_trim(vmdr_k8s_frame *f);
 /* Whether a complete line is buffered (not consumed); remembers how far it looked. */
 int vmdr_k8s_frame_has_line(vmdr_k8s_frame *f);
 /* Consumes the next non-empty line and returns 1 with *line and *len (without "\n" or

@@ -341,6 +341,31 @@ describe("vmdr.k8s against vmdr-sim (HTTPS, token)", function()
   local _ = kt
 end)
 
+describe("vmdr.k8s request buffers", function()
+  it("keeps no big body buffer once the body was used", function()
+    local s = kt.sim { generate = 300, tls = true, token = "buf-token-12345" }
+    local c = assert(k8s.client { kubeconfig = s.kubeconfig })
+    local ok, err = pcall(function()
+      local keep = 256 * 1024
+      -- a plain request: its body (about 640 KB) is the caller's until the next request
+      local plain = assert(c:request("GET", "/apis/kubevirt.io/v1/virtualmachines"))
+      assert.equals(300, #plain.items)
+      assert.is_true(c._conn:buffered() > keep, "premise: " .. c._conn:buffered())
+      assert(c:get("vm", plain.items[1].metadata.namespace, plain.items[1].metadata.name))
+      assert.is_true(c._conn:buffered() <= keep, "after a get: " .. c._conn:buffered())
+      -- a list is consumed as it arrives: its buffer goes when the list is done
+      for _, limit in ipairs { 0, 120 } do
+        local all = assert(c:list("vm", { limit = limit }))
+        assert.equals(300, #all.items)
+        assert.is_true(c._conn:buffered() <= keep, "after a list: " .. c._conn:buffered())
+      end
+    end)
+    c:close()
+    s.stop()
+    assert(ok, err)
+  end)
+end)
+
 describe("vmdr.k8s against vmdr-sim --gzip", function()
   it("lists, gets and watches through compressed responses", function()
     local s = kt.sim { generate = 300, tls = true, token = "gzip-token-12345", args = { "--gzip" } }

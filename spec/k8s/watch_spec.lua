@@ -185,6 +185,30 @@ describe("vmdr.k8s watch against vmdr-sim", function()
     assert.equals("yes", got.metadata.labels.restarted)
   end)
 
+  it("gives back the buffer a big event grew once it is consumed", function()
+    local it, _, _, w = c:watch("vm", { labelSelector = SEL, idle = 0.3 })
+    assert.equals("RESYNC", (it()))
+    -- one event line of ~150 KB (a VM with a big annotation) must grow the buffer
+    local pad = string.rep("x", 150 * 1024)
+    assert(c:patch("vm", "odd", "w-1", { metadata = { annotations = { ["vmdr.test/pad"] = pad } } }))
+    local t, obj
+    repeat t, obj = it() until t ~= "IDLE"
+    assert.equals("MODIFIED", t)
+    assert.equals(pad, obj.metadata.annotations["vmdr.test/pad"])
+    assert.equals("IDLE", (it())) -- waited on the stream again: the line is consumed
+    local after = w:buffered()
+    assert.is_true(after <= 16384, "buffer kept at " .. after .. " after the event")
+    assert(c:patch("vm", "odd", "w-1", { metadata = { annotations = { ["vmdr.test/pad"] = "" } } }))
+    touch("odd", "w-3")
+    local seen = {}
+    while #seen < 2 do
+      t, obj = it()
+      if t ~= "IDLE" then seen[#seen + 1] = t .. " " .. obj.metadata.name end
+    end
+    assert.same({ "MODIFIED w-1", "MODIFIED w-3" }, seen)
+    w:close()
+  end)
+
   it("retries a watch the server fails with 503", function()
     s.admin { fail = { count = 2, status = 503 } }
     local it, _, _, w = c:watch("vm", { labelSelector = SEL, backoff = 0.01 })

@@ -2,6 +2,7 @@
  * (one byte at a time or all at once) and whatever the first buffer size (so the drop of
  * consumed lines runs): "\r\n" and "\n" ends, keep-alive blank lines skipped, a line cut
  * across chunks joined, an unterminated last line handed over only at the end. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,5 +66,37 @@ int main(void)
     size_t len;
     CHECK(vmdr_k8s_frame_next(&z, 0, &line, &len) == 1 && len == 2, "zeroed frame line");
     vmdr_k8s_frame_free(&z);
+
+    /* A backlog grows the buffer; once it is consumed, trim gives it back and keeps the
+     * unconsumed rest (a line cut across chunks) in a buffer of the first size. */
+    vmdr_k8s_frame t;
+    vmdr_k8s_frame_init(&t, 64);
+    char ev[40];
+    int made = 0;
+    for (; made < 100; made++) {
+        int n = snprintf(ev, sizeof ev, "{\"n\":%d}\n", made);
+        CHECK(vmdr_k8s_frame_append(&t, ev, (size_t)n, 0, &dropped) == 0, "backlog append");
+    }
+    CHECK(t.cap > 4 * 64, "the backlog grew the buffer: cap %zu", t.cap);
+    CHECK(vmdr_k8s_frame_trim(&t) == 0 && t.cap > 4 * 64, "nothing consumed: kept");
+    int got = 0;
+    while (got < 50 && vmdr_k8s_frame_next(&t, 0, &line, &len))
+        got++;
+    CHECK(vmdr_k8s_frame_trim(&t) == 0, "a backlog still unconsumed is kept");
+    while (got < 99 && vmdr_k8s_frame_next(&t, 0, &line, &len))
+        got++;
+    CHECK(vmdr_k8s_frame_next(&t, 0, &line, &len) == 1 && len == 8 &&
+              memcmp(line, "{\"n\":99}", 8) == 0,
+          "the last line of the backlog");
+    CHECK(vmdr_k8s_frame_append(&t, "{\"cut", 5, 0, &dropped) == 0, "a partial line");
+    size_t before = t.off;
+    CHECK(vmdr_k8s_frame_trim(&t) == before && t.cap == 64 && t.off == 0 && t.len == 5,
+          "trimmed to the first size: cap %zu len %zu", t.cap, t.len);
+    CHECK(vmdr_k8s_frame_trim(&t) == 0 && t.cap == 64, "a small buffer is kept");
+    CHECK(vmdr_k8s_frame_append(&t, "\":1}\n", 5, 0, &dropped) == 0 &&
+              vmdr_k8s_frame_next(&t, 0, &line, &len) == 1 && len == 9 &&
+              memcmp(line, "{\"cut\":1}", 9) == 0,
+          "the line cut before the trim is whole after it");
+    vmdr_k8s_frame_free(&t);
     return check_result();
 }

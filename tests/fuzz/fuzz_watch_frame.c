@@ -3,7 +3,8 @@
  * consumed lines happen all the time); then pairs of (chunk length, lines to take) drive
  * the feed until the bytes run out, the rest being the body. Whatever the split, the lines
  * handed over must be exactly those of the whole body split at "\n" (a "\r" before it
- * dropped, empty lines skipped, an unterminated rest last), none holding a "\n". */
+ * dropped, empty lines skipped, an unterminated rest last), none holding a "\n"; a trim
+ * (the stream's give-back of a grown buffer) between takes loses nothing. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)vmdr_k8s_frame_has_line(&f); /* the wait's look, then the take */
         else
             take(&f, 0, lines < 0 ? -1 : lines, got, &g, n + 1);
+        if (lines == 0 || lines == 2) {
+            /* the stream's give-back, between lines (take copied what it got) */
+            size_t toff = f.off, tlen = f.len, tcap = f.cap;
+            size_t dropped_t = vmdr_k8s_frame_trim(&f);
+            if (f.cap != tcap &&
+                (dropped_t != toff || f.off != 0 || f.len != tlen - toff || f.cap >= tcap))
+                abort(); /* trimmed: the consumed bytes went, the rest moved to the start */
+            if (f.cap == tcap && (dropped_t != 0 || f.off != toff || f.len != tlen))
+                abort(); /* kept as it was */
+            if (f.buf && (f.buf[f.len] != '\0' ||
+                          memcmp(f.buf + f.len - (f.len < chunk ? f.len : chunk),
+                                 body + fed - (f.len < chunk ? f.len : chunk),
+                                 f.len < chunk ? f.len : chunk) != 0))
+                abort();
+        }
     }
     take(&f, 0, -1, got, &g, n + 1);
     take(&f, 1, -1, got, &g, n + 1);

@@ -916,6 +916,11 @@ return function(raw)
     handle_mt.__index = {
       close = function() drop(); w.closed = true; return true end,
       resource_version = function() return w.rv end,
+      -- the open stream's buffer: bytes allocated, bytes not yet consumed (0, 0: none open)
+      buffered = function()
+        if w.stream then return w.stream:buffered() end
+        return 0, 0
+      end,
     }
     handle_mt.__close = function() drop(); w.closed = true end
     handle_mt.__gc = handle_mt.__close
