@@ -144,6 +144,29 @@ static int gitmod_features(lua_State *L)
     return 1;
 }
 
+/* git.map_limits{ window = bytes, mapped = bytes } -> true
+ * How libgit2 maps pack files, for the whole process: windows of `window` bytes, and at most
+ * `mapped` bytes mapped at once (the least recently used idle windows are unmapped). The
+ * defaults (1 GiB windows, 8 GiB) map a whole pack and keep it mapped: a long-running
+ * process's RSS then follows the size of the packs it has read, not what it uses. Applies to
+ * windows opened afterwards. */
+static int gitmod_map_limits(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer window = vmdr_opt_integer(L, 1, "window", 0);
+    lua_Integer mapped = vmdr_opt_integer(L, 1, "mapped", 0);
+    long page = sysconf(_SC_PAGESIZE);
+    luaL_argcheck(L, window >= 0 && mapped >= 0, 1, "sizes must not be negative");
+    luaL_argcheck(L, window == 0 || window >= 16 * page, 1, "window: at least 16 pages");
+    luaL_argcheck(L, mapped == 0 || mapped >= (window ? window : 16 * page), 1,
+                  "mapped: at least one window");
+    if ((window > 0 && git_libgit2_opts(GIT_OPT_SET_MWINDOW_SIZE, (size_t)window) < 0) ||
+        (mapped > 0 && git_libgit2_opts(GIT_OPT_SET_MWINDOW_MAPPED_LIMIT, (size_t)mapped) < 0))
+        return luaL_error(L, "git.map_limits: libgit2 refused the setting");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* git.lock(path [, timeout=60]) -> Lock | nil, err   (flock: released on close or death) */
 static int gitmod_lock(lua_State *L)
 {
@@ -477,7 +500,8 @@ static const luaL_Reg lock_meta[] = {
 
 static const luaL_Reg gitmod_funcs[] = {
     {"open", gitmod_open}, {"clone", gitmod_clone}, {"lock", gitmod_lock},
-    {"check_path", gitmod_check_path}, {"features", gitmod_features}, {NULL, NULL}};
+    {"check_path", gitmod_check_path}, {"features", gitmod_features},
+    {"map_limits", gitmod_map_limits}, {NULL, NULL}};
 
 /* The module's own libgit2 reference, given back when the Lua state closes: libgit2
  * then frees the thread's state (its last error and message buffers), which would

@@ -1,6 +1,12 @@
 /* vmdr.mem: the process's memory, for long-running workflows (the monitor).
  *
  *   mem.rss()   -> resident set size in bytes | nil, err   (from /proc/self/statm)
+ *   mem.long_running() -> true | false (not glibc, or a sanitizer's allocator)
+ *               fixed glibc malloc thresholds for a process that lives for weeks: blocks of
+ *               256 KiB and more are mapped on their own and unmapped when freed, and the
+ *               heap's top is given back beyond 1 MiB free. glibc's default raises both
+ *               thresholds to the largest block freed so far, after which big buffers (a
+ *               list's, a pack's) come from the heap and their pages stay with the process.
  *   mem.trim()  -> true   freed heap memory given back to the system (the Lua state's pool,
  *                         runtime/alloc.h, and glibc malloc_trim)
  *               -> false  this allocator cannot (not glibc, or a sanitizer's allocator)
@@ -65,7 +71,21 @@ static int mem_trim(lua_State *L)
     return 1;
 }
 
+/* mem.long_running() -> true | false (cannot here) */
+static int mem_long_running(lua_State *L)
+{
+#if VMDR_CAN_TRIM
+    /* Setting either fixes both (glibc stops adjusting them dynamically). */
+    int ok = mallopt(M_MMAP_THRESHOLD, 256 * 1024) == 1 && mallopt(M_TRIM_THRESHOLD, 1024 * 1024) == 1;
+    lua_pushboolean(L, ok);
+#else
+    lua_pushboolean(L, 0);
+#endif
+    return 1;
+}
+
 static const luaL_Reg mem_funcs[] = {
+    {"long_running", mem_long_running},
     {"rss", mem_rss},
     {"trim", mem_trim},
     {NULL, NULL},

@@ -23,4 +23,38 @@ describe("vmdr.mem", function()
             assert.is_true(assert(mem.rss()) < base + 16 * 1024 * 1024)
         end
     end)
+
+    -- Each in a fresh process: the thresholds are the process's. A 4 MiB string, then a
+    -- 3 MiB one: with glibc's defaults the first free raises the thresholds to 4 MiB, so the
+    -- second comes from the heap and its pages stay; long_running() maps both on their own.
+    it("long_running() gives big freed blocks back at once", function()
+        local h = require "support.helper"
+        local script = h.tmpdir("mem") .. "/big.lua"
+        h.write(script, [[
+local mem = require "vmdr.mem"
+local ctx = ...
+if ctx.args[1] == "long" then assert(mem.long_running() == mem.can_trim) end
+collectgarbage("collect")
+local base = mem.rss()
+for _, mib in ipairs { 4, 3 } do
+  local s = string.rep("x", mib * 1024 * 1024)
+  s = nil
+  collectgarbage("collect")
+end
+print(math.floor((mem.rss() - base) / 1024))
+]])
+        local function grown(mode)
+            local r = h.run({ script, "--", mode })
+            assert.equals(0, r.code, r.stderr)
+            return assert(tonumber(r.stdout:match("(-?%d+)")), r.stdout)
+        end
+        local default, long = grown("default"), grown("long")
+        if mem.can_trim then
+            -- the premise: with glibc's defaults the second block's pages stay
+            assert.is_true(default >= 2 * 1024, "default: +" .. default .. " KiB")
+            assert.is_true(long < 1024, "long_running: +" .. long .. " KiB")
+        else
+            assert.is_false(mem.long_running())
+        end
+    end)
 end)

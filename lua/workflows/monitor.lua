@@ -40,6 +40,13 @@ local force <const> = ctx.config.force == true or (ctx.config.gc and ctx.config.
 local max_fraction <const> = tonumber(ctx.config.gc and ctx.config.gc.max_delete_fraction) or 0.5
 local VM <const> = "virtualmachines.kubevirt.io"
 
+-- A process that lives for weeks keeps the RSS of what it uses, not of its peaks: glibc's
+-- malloc thresholds fixed (its default keeps big freed buffers' pages after the first) and
+-- libgit2's pack maps bounded (by default it maps whole packs and keeps them). See
+-- docs/bench/soak.md.
+mem.long_running()
+require("vmdr.git").map_limits { window = 1024 * 1024, mapped = 4 * 1024 * 1024 }
+
 dr.hooks(ctx)
 local lay = dr.layout(ctx)
 local src, cerr = dr.client(ctx, "source")
