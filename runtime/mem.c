@@ -2,11 +2,17 @@
  *
  *   mem.rss()   -> resident set size in bytes | nil, err   (from /proc/self/statm)
  *   mem.long_running() -> true | false (not glibc, or a sanitizer's allocator)
- *               fixed glibc malloc thresholds for a process that lives for weeks: blocks of
- *               256 KiB and more are mapped on their own and unmapped when freed, and the
- *               heap's top is given back beyond 1 MiB free. glibc's default raises both
- *               thresholds to the largest block freed so far, after which big buffers (a
- *               list's, a pack's) come from the heap and their pages stay with the process.
+ *               for a process that lives for weeks (the monitor):
+ *               - fixed glibc malloc thresholds: blocks of 256 KiB and more are mapped on
+ *                 their own and unmapped when freed, the heap's top is given back beyond
+ *                 1 MiB free. glibc's default raises both thresholds to the largest block
+ *                 freed so far, after which big buffers (a list's, a pack's) come from the
+ *                 heap and their pages stay with the process.
+ *               - no transparent huge pages (prctl PR_SET_THP_DISABLE): the Lua pool's
+ *                 regions ask for them to make a big decode's page faults cheaper, but
+ *                 khugepaged later folds a region whose chunks were given back into one
+ *                 resident 2 MiB page again (it does so with a single page in use), so a
+ *                 long-lived process's RSS creeps up by 2 MiB steps.
  *   mem.trim()  -> true   freed heap memory given back to the system (the Lua state's pool,
  *                         runtime/alloc.h, and glibc malloc_trim)
  *               -> false  this allocator cannot (not glibc, or a sanitizer's allocator)
@@ -19,6 +25,7 @@
 #endif
 #include <errno.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <string.h>
 #include <unistd.h>
 #ifdef __GLIBC__
@@ -77,6 +84,10 @@ static int mem_long_running(lua_State *L)
 #if VMDR_CAN_TRIM
     /* Setting either fixes both (glibc stops adjusting them dynamically). */
     int ok = mallopt(M_MMAP_THRESHOLD, 256 * 1024) == 1 && mallopt(M_TRIM_THRESHOLD, 1024 * 1024) == 1;
+#ifdef PR_SET_THP_DISABLE
+    if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0)
+        ok = 0;
+#endif
     lua_pushboolean(L, ok);
 #else
     lua_pushboolean(L, 0);

@@ -27,7 +27,7 @@ describe("vmdr.mem", function()
     -- Each in a fresh process: the thresholds are the process's. A 4 MiB string, then a
     -- 3 MiB one: with glibc's defaults the first free raises the thresholds to 4 MiB, so the
     -- second comes from the heap and its pages stay; long_running() maps both on their own.
-    it("long_running() gives big freed blocks back at once", function()
+    it("long_running() gives big freed blocks back at once and turns off huge pages", function()
         local h = require "support.helper"
         local script = h.tmpdir("mem") .. "/big.lua"
         h.write(script, [[
@@ -41,18 +41,27 @@ for _, mib in ipairs { 4, 3 } do
   s = nil
   collectgarbage("collect")
 end
-print(math.floor((mem.rss() - base) / 1024))
+local thp = "none"
+for l in io.lines("/proc/self/status") do thp = l:match("^THP_enabled:%s*(%d)") or thp end
+print(math.floor((mem.rss() - base) / 1024), thp)
 ]])
         local function grown(mode)
             local r = h.run({ script, "--", mode })
             assert.equals(0, r.code, r.stderr)
-            return assert(tonumber(r.stdout:match("(-?%d+)")), r.stdout)
+            local kb, thp = r.stdout:match("(-?%d+)%s+(%S+)")
+            return assert(tonumber(kb), r.stdout), thp
         end
-        local default, long = grown("default"), grown("long")
+        local default, thp_default = grown("default")
+        local long, thp_long = grown("long")
         if mem.can_trim then
             -- the premise: with glibc's defaults the second block's pages stay
             assert.is_true(default >= 2 * 1024, "default: +" .. default .. " KiB")
             assert.is_true(long < 1024, "long_running: +" .. long .. " KiB")
+            -- and no transparent huge pages for it (the kernel's flag, where it reports one)
+            if thp_default ~= "none" then
+                assert.equals("1", thp_default)
+                assert.equals("0", thp_long)
+            end
         else
             assert.is_false(mem.long_running())
         end

@@ -41,9 +41,10 @@ local max_fraction <const> = tonumber(ctx.config.gc and ctx.config.gc.max_delete
 local VM <const> = "virtualmachines.kubevirt.io"
 
 -- A process that lives for weeks keeps the RSS of what it uses, not of its peaks: glibc's
--- malloc thresholds fixed (its default keeps big freed buffers' pages after the first) and
--- libgit2's pack maps bounded (by default it maps whole packs and keeps them). See
--- docs/bench/soak.md.
+-- malloc thresholds fixed (its default keeps big freed buffers' pages after the first), no
+-- transparent huge pages (khugepaged folds the Lua pool's given-back chunks into resident
+-- 2 MiB pages again), and libgit2's pack maps bounded (by default it maps whole packs and
+-- keeps them). See docs/bench/soak.md.
 mem.long_running()
 require("vmdr.git").map_limits { window = 1024 * 1024, mapped = 4 * 1024 * 1024 }
 
