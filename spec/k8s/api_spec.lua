@@ -341,11 +341,19 @@ describe("vmdr.k8s against vmdr-sim (HTTPS, token)", function()
   local _ = kt
 end)
 
+-- A sim of its own for one case: fn(c, s) with a client on it; both closed however fn ends.
+local function on_own_sim(opts, fn)
+  local s = kt.sim(opts)
+  local c = assert(k8s.client { kubeconfig = s.kubeconfig })
+  local ok, err = pcall(fn, c, s)
+  c:close()
+  s.stop()
+  assert(ok, err)
+end
+
 describe("vmdr.k8s request buffers", function()
   it("keeps no big body buffer once the body was used", function()
-    local s = kt.sim { generate = 300, tls = true, token = "buf-token-12345" }
-    local c = assert(k8s.client { kubeconfig = s.kubeconfig })
-    local ok, err = pcall(function()
+    on_own_sim({ generate = 300, tls = true, token = "buf-token-12345" }, function(c)
       local keep = 256 * 1024
       -- a plain request: its body (about 640 KB) is the caller's until the next request
       local plain = assert(c:request("GET", "/apis/kubevirt.io/v1/virtualmachines"))
@@ -360,17 +368,13 @@ describe("vmdr.k8s request buffers", function()
         assert.is_true(c._conn:buffered() <= keep, "after a list: " .. c._conn:buffered())
       end
     end)
-    c:close()
-    s.stop()
-    assert(ok, err)
   end)
 end)
 
 describe("vmdr.k8s against vmdr-sim --gzip", function()
   it("lists, gets and watches through compressed responses", function()
-    local s = kt.sim { generate = 300, tls = true, token = "gzip-token-12345", args = { "--gzip" } }
-    local c = assert(k8s.client { kubeconfig = s.kubeconfig })
-    local ok, err = pcall(function()
+    on_own_sim({ generate = 300, tls = true, token = "gzip-token-12345", args = { "--gzip" } },
+    function(c, s)
       local all = assert(c:list("vm", { limit = 0 }))
       assert.equals(300, #all.items)
       -- streamed in batches, the items are those of a plain decode, in order
@@ -388,8 +392,5 @@ describe("vmdr.k8s against vmdr-sim --gzip", function()
         headers = { "Accept-Encoding: gzip" } }
       assert.matches("[Cc]ontent%-[Ee]ncoding: gzip", r.headers)
     end)
-    c:close()
-    s.stop()
-    assert(ok, err)
   end)
 end)
