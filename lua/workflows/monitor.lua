@@ -166,6 +166,21 @@ local function converge(list, kind)
     return sync_batch(keys, kind, list.items)
 end
 
+-- Each batch's garbage is collected, but the allocators keep the freed pages until they are
+-- given back: between the resyncs' trims the RSS crept up by ~1.5 MB an hour (freed heap).
+-- At most every monitor.trim_interval (30) seconds after a batch, a full collection and a
+-- trim (about a millisecond on the monitor's few-MB heap).
+local TRIM_EVERY <const> = tonumber(mc.trim_interval) or 30
+local last_trim = time.monotonic()
+local function settle_memory()
+    local now = time.monotonic()
+    if now - last_trim < TRIM_EVERY then return end
+    collectgarbage("collect")
+    mem.trim()
+    last_trim = time.monotonic()
+    log.debug("memory given back", { seconds = string.format("%.4f", last_trim - now) })
+end
+
 --- The settled VMs, if any, synced as one batch.
 local function flush_settled(now)
     if npending == 0 then return end
@@ -175,6 +190,7 @@ local function flush_settled(now)
     for _, k in ipairs(due) do pending[k] = nil end
     npending = npending - #due
     signal.hold(sync_batch, due, "events")
+    settle_memory()
 end
 
 --- One term as the holder: watch, debounce, sync, renew. Returns why it ended:

@@ -85,4 +85,26 @@ describe("monitor safety nets", function()
         assert.equals(0, m.stop())
         m = nil
     end)
+
+    it("gives freed memory back between batches, at most every monitor.trim_interval", function()
+        local e2 = mon.setup(s, "monitor: { debounce: 0.1, resync_interval: 3600, lease_namespace: default, "
+            .. "lease_duration: 4, trim_interval: 0.3 }")
+        kubectl({ "apply", "-f", "-" }, mon.vm_yaml("shop", "trim1", { [SEL] = "true" }, "1Gi"))
+        m = e2.start { "-v" }
+        m.wait_log("batch synced", 60)
+        for i = 1, 3 do
+            h.sh("sleep 0.4")
+            kubectl { "label", "vm", "-n", "shop", "trim1", "--overwrite", "round=r" .. i }
+            mon.eventually(function()
+                return (e2.vms()["shop/trim1"] or ""):find("round: r" .. i, 1, true) ~= nil
+            end, 60, "label r" .. i .. " never reached Git")
+        end
+        assert.equals(0, m.stop())
+        local log = m.log()
+        m = nil
+        local _, trims = log:gsub("memory given back", "")
+        local _, batches = log:gsub("batch synced", "")
+        assert.is_true(trims >= 1, "no trim after " .. batches .. " batches:\n" .. log:sub(-1500))
+        assert.is_true(trims <= batches, trims .. " trims for " .. batches .. " batches")
+    end)
 end)

@@ -126,6 +126,8 @@ M.schema = {
   ["monitor.lease_duration"] = { type = "number", min = 1, max = 3600,
     doc = "seconds without renewal after which another monitor takes over" },
   ["monitor.identity"] = { type = "string", doc = "holder identity (default hostname/pid)" },
+  ["monitor.trim_interval"] = { type = "number", min = 0.1, max = 86400,
+    doc = "at most every so many seconds after a batch, freed memory is given back" },
   status = { type = "map" },
   ["status.max_rpo"] = { type = "number", min = 0,
     doc = "seconds: VMs whose measured RPO is larger are flagged (status exits 1)" },
@@ -150,7 +152,7 @@ local DEFAULTS = {
   },
   gc = { max_delete_fraction = 0.5, force = false },
   monitor = { debounce = 10, resync_interval = 3600, lease_name = "vmdr-monitor",
-    lease_duration = 15 },
+    lease_duration = 15, trim_interval = 30 },
   status = { max_rpo = 3600 },
 }
 
