@@ -46,7 +46,7 @@ local VM <const> = "virtualmachines.kubevirt.io"
 -- 2 MiB pages again), and libgit2's pack maps bounded (by default it maps whole packs and
 -- keeps them). See docs/bench/soak.md.
 mem.long_running()
-require("vmdr.git").map_limits { window = 1024 * 1024, mapped = 4 * 1024 * 1024 }
+require("vmdr.git").map_limits { window = 512 * 1024, mapped = 2 * 1024 * 1024 }
 
 dr.hooks(ctx)
 local lay = dr.layout(ctx)
