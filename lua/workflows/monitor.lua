@@ -168,9 +168,9 @@ end
 
 -- Each batch's garbage is collected, but the allocators keep the freed pages until they are
 -- given back: between the resyncs' trims the RSS crept up by ~1.5 MB an hour (freed heap).
--- At most every monitor.trim_interval (30) seconds after a batch, a full collection and a
+-- At most every monitor.trim_interval (5) seconds after a batch, a full collection and a
 -- trim (about a millisecond on the monitor's few-MB heap).
-local TRIM_EVERY <const> = tonumber(mc.trim_interval) or 30
+local TRIM_EVERY <const> = tonumber(mc.trim_interval) or 5
 local last_trim = time.monotonic()
 local function settle_memory()
     local now = time.monotonic()

@@ -152,7 +152,7 @@ local DEFAULTS = {
   },
   gc = { max_delete_fraction = 0.5, force = false },
   monitor = { debounce = 10, resync_interval = 3600, lease_name = "vmdr-monitor",
-    lease_duration = 15, trim_interval = 30 },
+    lease_duration = 15, trim_interval = 5 },
   status = { max_rpo = 3600 },
 }
 
