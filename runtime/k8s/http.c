@@ -662,8 +662,8 @@ int vmdr_k8s_stream_next(vmdr_k8s_xfer *x, long timeout_ms, const char **line, s
             return vmdr_k8s_frame_next(&x->b, 1, line, len) ? 1 : 2;
         }
         /* Every buffered line is consumed (the caller holds none: it asked for the next):
-         * a buffer grown by a backlog (a resync, a long batch) is given back here, or the
-         * stream would keep its high-water mark as long as it lives. */
+         * a buffer grown by a long line (a VM with big annotations) is given back here, or
+         * the stream would keep its high-water mark as long as it lives. */
         vmdr_k8s_frame_trim(&x->b);
         int w = conn_wait(x->conn, x, UNTIL_LINE, timeout_ms, err);
         if (w < 0)

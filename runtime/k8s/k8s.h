@@ -115,7 +115,7 @@ void vmdr_k8s_frame_free(vmdr_k8s_frame *f);
  * Returns 0, or -1 out of memory (nothing appended). */
 int vmdr_k8s_frame_append(vmdr_k8s_frame *f, const char *p, size_t n, size_t known,
                           size_t *dropped);
-/* Gives back a buffer that a backlog grew: when it is more than 4 times its first size and
+/* Gives back a buffer that a long line grew: when it is more than 4 times its first size and
  * what is not consumed fits in the first size, moves that rest into a new buffer of the
  * first size. Lines handed over earlier become invalid. Returns how many consumed bytes were
  * dropped (callers shift their own offsets by it; 0 when kept or when none were consumed). */
