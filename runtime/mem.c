@@ -13,6 +13,11 @@
  *                 khugepaged later folds a region whose chunks were given back into one
  *                 resident 2 MiB page again (it does so with a single page in use), so a
  *                 long-lived process's RSS creeps up by 2 MiB steps.
+ *   mem.stats() -> { lua = bytes the Lua state holds (its own count),
+ *                    pool = { regions, chunks_used, chunks_empty, blocks } | nil (no pool),
+ *                    malloc = { in_use, free, mapped } | nil (not glibc) }
+ *               where the memory is, for a long-running process's logs and for soaks:
+ *               RSS alone cannot tell live objects from kept free pages.
  *   mem.trim()  -> true   freed heap memory given back to the system (the Lua state's pool,
  *                         runtime/alloc.h, and glibc malloc_trim)
  *               -> false  this allocator cannot (not glibc, or a sanitizer's allocator)
@@ -78,6 +83,42 @@ static int mem_trim(lua_State *L)
     return 1;
 }
 
+/* mem.stats() -> { lua =, pool = {...} | nil, malloc = {...} | nil } */
+static int mem_stats(lua_State *L)
+{
+    lua_Integer lua_bytes = (lua_Integer)lua_gc(L, LUA_GCCOUNT) * 1024 + lua_gc(L, LUA_GCCOUNTB);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, lua_bytes);
+    lua_setfield(L, -2, "lua");
+    void *ud;
+    if (lua_getallocf(L, &ud) == vmdr_pool_lalloc) {
+        vmdr_pool_stats ps;
+        vmdr_pool_get_stats(ud, &ps);
+        lua_createtable(L, 0, 4); /* stack: stats pool */
+        lua_pushinteger(L, (lua_Integer)ps.regions);
+        lua_setfield(L, -2, "regions");
+        lua_pushinteger(L, (lua_Integer)ps.chunks_used);
+        lua_setfield(L, -2, "chunks_used");
+        lua_pushinteger(L, (lua_Integer)ps.chunks_empty);
+        lua_setfield(L, -2, "chunks_empty");
+        lua_pushinteger(L, (lua_Integer)ps.blocks);
+        lua_setfield(L, -2, "blocks");
+        lua_setfield(L, -2, "pool");
+    }
+#if VMDR_CAN_TRIM && defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+    struct mallinfo2 mi = mallinfo2();
+    lua_createtable(L, 0, 3); /* stack: stats malloc */
+    lua_pushinteger(L, (lua_Integer)mi.uordblks);
+    lua_setfield(L, -2, "in_use");
+    lua_pushinteger(L, (lua_Integer)mi.fordblks);
+    lua_setfield(L, -2, "free");
+    lua_pushinteger(L, (lua_Integer)mi.hblkhd);
+    lua_setfield(L, -2, "mapped");
+    lua_setfield(L, -2, "malloc");
+#endif
+    return 1;
+}
+
 /* mem.long_running() -> true | false (cannot here) */
 static int mem_long_running(lua_State *L)
 {
@@ -98,6 +139,7 @@ static int mem_long_running(lua_State *L)
 static const luaL_Reg mem_funcs[] = {
     {"long_running", mem_long_running},
     {"rss", mem_rss},
+    {"stats", mem_stats},
     {"trim", mem_trim},
     {NULL, NULL},
 };

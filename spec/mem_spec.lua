@@ -24,6 +24,37 @@ describe("vmdr.mem", function()
         end
     end)
 
+    it("stats() tells the Lua heap, the pool and malloc apart", function()
+        collectgarbage("collect")
+        local before_count = collectgarbage("count") * 1024
+        local a = mem.stats()
+        local after_count = collectgarbage("count") * 1024
+        -- the state's own count, taken between the two readings of collectgarbage
+        assert.is_true(a.lua >= before_count and a.lua <= after_count, a.lua .. " vs " .. before_count)
+        -- the pool serves vmdr-run's state unless a sanitizer build or VMDR_LUA_ALLOC=malloc
+        local pooled = mem.can_trim and os.getenv("VMDR_LUA_ALLOC") ~= "malloc"
+        assert.equals(pooled, a.pool ~= nil)
+        assert.equals(mem.can_trim, a.malloc ~= nil)
+        local keep = {}
+        for i = 1, 50000 do keep[i] = { i } end           -- small blocks: the pool's
+        keep.big = string.rep("y", 100 * 1024)            -- over 512 bytes: malloc's
+        local b = mem.stats()
+        assert.is_true(b.lua >= a.lua + 50000 * 40, "lua " .. a.lua .. " -> " .. b.lua)
+        if pooled then
+            assert.is_true(b.pool.blocks >= a.pool.blocks + 50000)
+            assert.is_true(b.pool.chunks_used > a.pool.chunks_used)
+            assert.is_true(b.pool.regions >= 1)
+        end
+        if mem.can_trim then
+            assert.is_true(b.malloc.in_use + b.malloc.mapped >= a.malloc.in_use + a.malloc.mapped + 100 * 1024)
+        end
+        keep = nil
+        collectgarbage("collect")
+        local c = mem.stats()
+        assert.is_true(c.lua < b.lua - 50000 * 40)
+        if pooled then assert.is_true(c.pool.blocks <= b.pool.blocks - 50000) end
+    end)
+
     -- Each in a fresh process: the thresholds are the process's. A 4 MiB string, then a
     -- 3 MiB one: with glibc's defaults the first free raises the thresholds to 4 MiB, so the
     -- second comes from the heap and its pages stay; long_running() maps both on their own.

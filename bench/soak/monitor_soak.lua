@@ -88,7 +88,11 @@ local ok, err = pcall(function()
     local env = mon.setup(s, "monitor: { debounce: 1, lease_namespace: default, "
         .. "resync_interval: 600 }")
     local t0 = t.monotonic()
-    m = env.start()
+    -- SOAK_ARGS: extra vmdr-run arguments for the monitor, space-separated ("-vv" logs the
+    -- memory breakdown after every trim)
+    local margs = {}
+    for a in (os.getenv("SOAK_ARGS") or ""):gmatch("%S+") do margs[#margs + 1] = a end
+    m = env.start(margs)
     m.wait_log("batch synced", 1800)
     say("initial converge of %d VMs: %.1f s, RSS %d kB", n_vms, t.monotonic() - t0,
         (mon.rss_kb(m.pid)))

@@ -178,7 +178,11 @@ local function settle_memory()
     collectgarbage("collect")
     mem.trim()
     last_trim = time.monotonic()
-    log.debug("memory given back", { seconds = string.format("%.4f", last_trim - now) })
+    if not log.enabled("debug") then return end
+    local st = mem.stats()
+    log.debug("memory given back", { seconds = string.format("%.4f", last_trim - now),
+        rss = mem.rss(), lua = st.lua, pool_chunks = st.pool and st.pool.chunks_used,
+        pool_blocks = st.pool and st.pool.blocks, malloc = st.malloc and st.malloc.in_use })
 end
 
 --- The settled VMs, if any, synced as one batch.
