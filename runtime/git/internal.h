@@ -71,6 +71,8 @@ int vmdr_git__set_error(vmdr_err *e, int rc, const char *what);
 int vmdr_git__head_tree(vmdr_git_repo *r, git_tree **out, vmdr_err *e);
 void vmdr_git__drop_pending(vmdr_git_repo *r);
 int vmdr_git__add_mempack(git_repository *repo, git_odb_backend **out);
+/* Indexes a whole pack into dir; name_out (GIT_OID_HEXSZ + 1 bytes, may be NULL) gets its
+ * name. repo NULL: no odb, for a pack that is not thin (libgit2 writes no thin packs). */
 int vmdr_git__index_pack(git_repository *repo, const char *dir, const char *data, size_t len,
                          char *name_out);
 

@@ -16,6 +16,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <git2/sys/odb_backend.h>
+#include <git2/sys/repository.h>
+
 #include "internal.h"
 
 #define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
@@ -392,6 +395,31 @@ static int link_pack(vmdr_git_repo *r, git_repository *dst, const char *dstpack)
     return 0;
 }
 
+/* The remote's object database as the one pack just put there. Creating the ref checks
+ * that its target exists, which loaded every pack of the remote's: one more per push on a
+ * remote nothing repacks (a file:// remote), so each push cost more and libgit2's
+ * process-wide pack map kept growing with them (a one-hour monitor soak). The check now
+ * asks the pack that must hold the commit. */
+static int only_pack(git_repository *dst, const char *dstpack, const char *name)
+{
+    char idx[4200];
+    git_odb *odb = NULL;
+    git_odb_backend *be = NULL;
+    int n = snprintf(idx, sizeof idx, "%s/pack-%s.idx", dstpack, name);
+    if (!name[0] || n < 0 || (size_t)n >= sizeof idx) {
+        git_error_set_str(GIT_ERROR_INVALID, "no pack to check the pushed commit against");
+        return -1;
+    }
+    int rc = git_odb_new(&odb);
+    if (rc == 0 && (rc = git_odb_backend_one_pack(&be, idx)) == 0 &&
+        (rc = git_odb_add_backend(odb, be, 1)) < 0)
+        be->free(be);
+    if (rc == 0)
+        git_repository_set_odb(dst, odb);
+    git_odb_free(odb);
+    return rc;
+}
+
 /* A local push with a compare-and-swap on the remote ref: libgit2's own local push
  * force-updates it (trap 4), which would lose a concurrent writer's commit. */
 static int push_local(vmdr_git_repo *r, const git_oid *head, vmdr_err *e)
@@ -402,6 +430,7 @@ static int push_local(vmdr_git_repo *r, const git_oid *head, vmdr_err *e)
     git_reference *ref = NULL;
     git_buf packbuf = {0};
     char dstpack[4096];
+    char packname[GIT_OID_HEXSZ + 1] = "";
     git_oid expected, current;
     int has_expected, has_current, rc, ret = -1;
 
@@ -422,15 +451,23 @@ static int push_local(vmdr_git_repo *r, const git_oid *head, vmdr_err *e)
                      "last fetch)", r->local_ref);
         goto done;
     }
+    if (has_expected && git_oid_equal(&expected, head)) {
+        ret = 0; /* the remote is at our commit already */
+        goto done;
+    }
     if (r->last_valid && git_oid_equal(&r->last_commit, head) &&
         r->last_has_parent == has_expected &&
         (!has_expected || git_oid_equal(&r->last_parent, &expected))) {
         /* The remote is at our commit's parent: our commit's own pack is what it lacks.
          * Its files are linked in when they can be (same file system, a private remote),
          * else the pack is indexed there again. */
-        rc = link_pack(r, dst, dstpack) == 0
-                 ? 0
-                 : vmdr_git__index_pack(dst, dstpack, r->last_pack.ptr, r->last_pack.size, NULL);
+        if (link_pack(r, dst, dstpack) == 0) {
+            snprintf(packname, sizeof packname, "%s", r->last_pack_name);
+            rc = 0;
+        } else {
+            rc = vmdr_git__index_pack(NULL, dstpack, r->last_pack.ptr, r->last_pack.size,
+                                      packname);
+        }
         if (rc < 0) {
             vmdr_git__set_error(e, rc, "push failed");
             goto done;
@@ -441,8 +478,12 @@ static int push_local(vmdr_git_repo *r, const git_oid *head, vmdr_err *e)
         (has_expected && (rc = git_revwalk_hide(walk, &expected)) < 0) ||
         (rc = git_packbuilder_insert_walk(pb, walk)) < 0 ||
         (rc = git_packbuilder_write_buf(&packbuf, pb)) < 0 ||
-        (rc = vmdr_git__index_pack(dst, dstpack, packbuf.ptr, packbuf.size, NULL)) < 0) {
+        (rc = vmdr_git__index_pack(NULL, dstpack, packbuf.ptr, packbuf.size, packname)) < 0) {
         vmdr_git__set_error(e, rc, "push failed");
+        goto done;
+    }
+    if (only_pack(dst, dstpack, packname) < 0) {
+        vmdr_git__set_error(e, -1, "push failed");
         goto done;
     }
     rc = git_reference_create_matching(&ref, dst, r->local_ref, head, has_expected,

@@ -897,7 +897,9 @@ int vmdr_git__index_pack(git_repository *repo, const char *dir, const char *data
     git_indexer *idx = NULL;
     git_indexer_progress stats;
     git_odb *odb = NULL;
-    int rc = git_repository_odb(&odb, repo);
+    /* The odb only completes a thin pack, and libgit2 writes none: without a repo the
+     * indexer loads nobody's pack list (a remote's can hold thousands). */
+    int rc = repo ? git_repository_odb(&odb, repo) : 0;
     if (rc == 0)
         rc = git_indexer_new(&idx, dir, 0, odb, NULL);
     if (rc == 0)
