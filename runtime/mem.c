@@ -83,37 +83,36 @@ static int mem_trim(lua_State *L)
     return 1;
 }
 
+/* t[key] = v for the table on top of the stack */
+static void set_size(lua_State *L, const char *key, size_t v)
+{
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, key);
+}
+
 /* mem.stats() -> { lua =, pool = {...} | nil, malloc = {...} | nil } */
 static int mem_stats(lua_State *L)
 {
-    lua_Integer lua_bytes = (lua_Integer)lua_gc(L, LUA_GCCOUNT) * 1024 + lua_gc(L, LUA_GCCOUNTB);
+    size_t lua_bytes = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
     lua_createtable(L, 0, 3);
-    lua_pushinteger(L, lua_bytes);
-    lua_setfield(L, -2, "lua");
+    set_size(L, "lua", lua_bytes);
     void *ud;
     if (lua_getallocf(L, &ud) == vmdr_pool_lalloc) {
         vmdr_pool_stats ps;
         vmdr_pool_get_stats(ud, &ps);
         lua_createtable(L, 0, 4); /* stack: stats pool */
-        lua_pushinteger(L, (lua_Integer)ps.regions);
-        lua_setfield(L, -2, "regions");
-        lua_pushinteger(L, (lua_Integer)ps.chunks_used);
-        lua_setfield(L, -2, "chunks_used");
-        lua_pushinteger(L, (lua_Integer)ps.chunks_empty);
-        lua_setfield(L, -2, "chunks_empty");
-        lua_pushinteger(L, (lua_Integer)ps.blocks);
-        lua_setfield(L, -2, "blocks");
+        set_size(L, "regions", ps.regions);
+        set_size(L, "chunks_used", ps.chunks_used);
+        set_size(L, "chunks_empty", ps.chunks_empty);
+        set_size(L, "blocks", ps.blocks);
         lua_setfield(L, -2, "pool");
     }
 #if VMDR_CAN_TRIM && defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
     struct mallinfo2 mi = mallinfo2();
     lua_createtable(L, 0, 3); /* stack: stats malloc */
-    lua_pushinteger(L, (lua_Integer)mi.uordblks);
-    lua_setfield(L, -2, "in_use");
-    lua_pushinteger(L, (lua_Integer)mi.fordblks);
-    lua_setfield(L, -2, "free");
-    lua_pushinteger(L, (lua_Integer)mi.hblkhd);
-    lua_setfield(L, -2, "mapped");
+    set_size(L, "in_use", mi.uordblks);
+    set_size(L, "free", mi.fordblks);
+    set_size(L, "mapped", mi.hblkhd);
     lua_setfield(L, -2, "malloc");
 #endif
     return 1;
