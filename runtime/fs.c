@@ -2,6 +2,7 @@
  *
  *   fs.read(path)                      -> bytes | nil, err
  *   fs.write(path, bytes [, {mode=}])  -> true | nil, err   atomic replace
+ *   fs.clear_tmp(path)                 -> n | nil, err   a killed write's temp files
  *   fs.list(dir)                       -> { name, ... } sorted | nil, err
  *   fs.walk(dir)                       -> { {path=, type=}, ... } sorted | nil, err
  *   fs.mkdir(path [, {mode=}])         -> true | nil, err   mkdir -p
@@ -101,6 +102,18 @@ static int fs_write(lua_State *L)
     if (vmdr_fs_write(path, bytes, n, (int)mode, &e) != 0)
         return vmdr_push_err(L, &e);
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* fs.clear_tmp(path) -> n removed | nil, err */
+static int fs_clear_tmp(lua_State *L)
+{
+    const char *path = check_path(L, 1);
+    int removed;
+    vmdr_err e;
+    if (vmdr_fs_clear_tmp(path, &removed, &e) != 0)
+        return vmdr_push_err(L, &e);
+    lua_pushinteger(L, removed);
     return 1;
 }
 
@@ -303,7 +316,7 @@ static const luaL_Reg fs_funcs[] = {
     {"read", fs_read},     {"write", fs_write},   {"list", fs_list},
     {"walk", fs_walk},     {"mkdir", fs_mkdir},   {"remove", fs_remove},
     {"exists", fs_exists}, {"stat", fs_stat},     {"realpath", fs_realpath},
-    {"lock", fs_lock},     {NULL, NULL}};
+    {"lock", fs_lock},     {"clear_tmp", fs_clear_tmp}, {NULL, NULL}};
 
 int luaopen_vmdr_fs(lua_State *L)
 {

@@ -181,6 +181,98 @@ describe("vmdr.fs", function()
     end)
   end)
 
+  describe("clear_tmp", function()
+    it("removes what a killed write left, and nothing else", function()
+      local target = tmp .. "/cache.json"
+      h.write(target, "old")
+      -- what a writer killed between its temp file and the rename leaves (nobody holds it)
+      h.write(tmp .. "/.cache.json.vmdr-tmp-Ab12Cd", "half")
+      h.write(tmp .. "/.cache.json.vmdr-tmp-zzzzzz", "")
+      -- not ours: another target's, a wrong length, a link, a directory, a FIFO
+      local keep = { ".other.json.vmdr-tmp-Ab12Cd", ".cache.json.vmdr-tmp-Ab12C",
+        ".cache.json.vmdr-tmp-Ab12Cde", "cache.json.vmdr-tmp-Ab12Cd" }
+      for _, k in ipairs(keep) do h.write(tmp .. "/" .. k, "x") end
+      h.write(tmp .. "/victim", "v")
+      assert(h.sh("ln -s victim " .. h.q(tmp .. "/.cache.json.vmdr-tmp-link01")) == 0)
+      assert(h.sh("mkfifo " .. h.q(tmp .. "/.cache.json.vmdr-tmp-fifo01")) == 0)
+      fs.mkdir(tmp .. "/.cache.json.vmdr-tmp-dir001")
+      assert.equals(2, fs.clear_tmp(target))
+      assert.is_false(fs.exists(tmp .. "/.cache.json.vmdr-tmp-Ab12Cd"))
+      assert.is_false(fs.exists(tmp .. "/.cache.json.vmdr-tmp-zzzzzz"))
+      for _, k in ipairs(keep) do assert.equals("x", h.read(tmp .. "/" .. k)) end
+      assert.equals("link", fs.stat(tmp .. "/.cache.json.vmdr-tmp-link01").type)
+      assert.equals("v", h.read(tmp .. "/victim"))
+      assert.equals("other", fs.stat(tmp .. "/.cache.json.vmdr-tmp-fifo01").type)
+      assert.equals("dir", fs.stat(tmp .. "/.cache.json.vmdr-tmp-dir001").type)
+      assert.equals("old", h.read(target))
+      assert.equals(0, fs.clear_tmp(target))
+      -- a directory that does not exist holds no temp file
+      assert.equals(0, fs.clear_tmp(tmp .. "/none/cache.json"))
+      local v, err = fs.clear_tmp(tmp .. "/")
+      assert.is_nil(v); assert.equals("invalid", err.code)
+    end)
+
+    it("leaves a temp file its writer still holds", function()
+      local live = tmp .. "/.c.json.vmdr-tmp-LIVE01"
+      local ready = tmp .. "/ready"
+      -- a live writer holds its temp file with flock, as vmdr.fs.lock does
+      local holder = h.write(tmp .. "/holder.lua", string.format([[
+        local fs = require "vmdr.fs"
+        local l = assert(fs.lock(%q))
+        assert(fs.write(%q, "held"))
+        require("vmdr.time").sleep(60)
+      ]], live, ready))
+      local pidfile = tmp .. "/pid"
+      assert(h.sh(h.q(h.vmdr_run) .. " " .. h.q(holder) .. " >/dev/null 2>&1 </dev/null & echo $! >"
+        .. h.q(pidfile)) == 0)
+      local t = require "vmdr.time"
+      local deadline = t.monotonic() + 30
+      while not fs.exists(ready) do
+        assert(t.monotonic() < deadline, "holder never took the lock")
+        t.sleep(0.02)
+      end
+      assert.equals(0, fs.clear_tmp(tmp .. "/c.json"))
+      assert.is_true(fs.exists(live))
+      assert(h.sh("kill -9 " .. h.read(pidfile):match("%d+")) == 0)
+      -- dead: its lock went with it (the kernel may take a moment)
+      local n = 0
+      deadline = t.monotonic() + 30
+      repeat
+        n = assert(fs.clear_tmp(tmp .. "/c.json"))
+        if n == 0 then t.sleep(0.02) end
+      until n > 0 or t.monotonic() > deadline
+      assert.equals(1, n)
+      assert.is_false(fs.exists(live))
+    end)
+
+    it("never takes a temp file from a writer at work, of another process", function()
+      local target = tmp .. "/busy.json"
+      local done = tmp .. "/done"
+      local writer = h.write(tmp .. "/writer.lua", string.format([[
+        local fs = require "vmdr.fs"
+        local failed = 0
+        for i = 1, 3000 do
+          local ok, err = fs.write(%q, string.rep("w", 4096) .. i)
+          if not ok then failed = failed + 1; io.stderr:write(tostring(err), "\n") end
+        end
+        assert(fs.write(%q, tostring(failed)))
+      ]], target, done))
+      assert(h.sh(h.q(h.vmdr_run) .. " " .. h.q(writer) .. " >/dev/null 2>" .. h.q(tmp .. "/werr")
+        .. " </dev/null &") == 0)
+      local t = require "vmdr.time"
+      local deadline, rounds = t.monotonic() + 120, 0
+      while not fs.exists(done) do
+        assert(t.monotonic() < deadline, "the writer never finished: " .. (h.read(tmp .. "/werr") or ""))
+        assert(fs.clear_tmp(target))
+        rounds = rounds + 1
+      end
+      assert.equals("0", h.read(done), h.read(tmp .. "/werr"))
+      assert.equals(string.rep("w", 4096) .. "3000", h.read(target))
+      assert.same({}, temps(tmp))
+      assert.is_true(rounds > 0)
+    end)
+  end)
+
   describe("lock", function()
     it("excludes a second holder until closed, and closes idempotently", function()
       local p = tmp .. "/run.lock"

@@ -171,22 +171,40 @@ int vmdr_fs_write(const char *path, const void *buf, size_t len, int mode, vmdr_
     sigaddset(&hold, SIGTERM);
     sigprocmask(SIG_BLOCK, &hold, &old);
 
-    fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        vmdr_fs_errno(e, errno, "write", path);
-        goto done;
+    /* The temp file is flocked while it exists under its name: a clear_tmp (of another
+     * process, or a next run) removes only temp files nobody holds, those of a writer
+     * killed with SIGKILL. One that took ours between mkostemp and flock unlinked it:
+     * then st_nlink is 0 and we start again with a new name. */
+    for (int attempt = 0;; attempt++) {
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0) {
+            vmdr_fs_errno(e, errno, "write", path);
+            goto done;
+        }
+        if (flock(fd, LOCK_EX) != 0 || fstat(fd, &st) != 0) {
+            int err = errno;
+            unlink(tmp);
+            vmdr_fs_errno(e, err, "write", path);
+            goto done;
+        }
+        if (st.st_nlink > 0)
+            break;
+        close(fd);
+        fd = -1;
+        if (attempt == 7) {
+            vmdr_err_set(e, "busy", EAGAIN, "write '%s': its temp file was removed 8 times",
+                         path);
+            goto done;
+        }
+        memcpy(tmp + strlen(tmp) - 6, "XXXXXX", 6);
     }
     have_tmp = 1;
     if (fchmod(fd, (mode_t)mode) != 0 || write_all(fd, buf, len) != 0 || fsync(fd) != 0) {
         vmdr_fs_errno(e, errno, "write", path);
         goto done;
     }
-    if (close(fd) != 0) {
-        fd = -1;
-        vmdr_fs_errno(e, errno, "write", path);
-        goto done;
-    }
-    fd = -1;
+    /* Renamed while still open and locked: closed first, it would be free for a clear_tmp
+     * to take. (fsync has reported any write-back error; close has nothing left to.) */
     if (rename(tmp, path) != 0) {
         vmdr_fs_errno(e, errno, "write", path);
         goto done;
@@ -208,6 +226,48 @@ done:
         unlink(tmp);
     sigprocmask(SIG_SETMASK, &old, NULL);
     return rc;
+}
+
+/* ".<base>" VMDR_FS_TMP_TAG "XXXXXX": a temp file of an atomic write to <base>. */
+static int is_tmp_of(const char *name, const char *base)
+{
+    size_t bl = strlen(base), tl = sizeof VMDR_FS_TMP_TAG - 1;
+    return name[0] == '.' && strncmp(name + 1, base, bl) == 0 &&
+           strncmp(name + 1 + bl, VMDR_FS_TMP_TAG, tl) == 0 && strlen(name + 1 + bl + tl) == 6;
+}
+
+int vmdr_fs_clear_tmp(const char *path, int *removed, vmdr_err *e)
+{
+    char dir[PATH_MAX], p[PATH_MAX];
+    const char *base;
+    DIR *d;
+    struct dirent *de;
+
+    *removed = 0;
+    if (split_path(path, dir, sizeof dir, &base) != 0)
+        return vmdr_err_set(e, "invalid", EINVAL, "clear_tmp '%s': not a file path", path);
+    d = opendir(dir);
+    if (d == NULL)
+        return errno == ENOENT ? 0 : vmdr_fs_errno(e, errno, "clear_tmp", dir);
+    while ((de = readdir(d)) != NULL) {
+        struct stat fst, lst;
+        if (!is_tmp_of(de->d_name, base) ||
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p)
+            continue;
+        /* Never follow a link, never block on a FIFO: only a regular file is ours. */
+        int fd = open(p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        /* Held: a live writer's. Free: its writer died (or has just renamed it, and
+         * then the name is gone or names another file: the inode check). */
+        if (fstat(fd, &fst) == 0 && S_ISREG(fst.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+            lstat(p, &lst) == 0 && lst.st_dev == fst.st_dev && lst.st_ino == fst.st_ino &&
+            unlink(p) == 0)
+            (*removed)++;
+        close(fd);
+    }
+    closedir(d);
+    return 0;
 }
 
 int vmdr_fs_mkdir_p(const char *path, int mode, vmdr_err *e)

@@ -26,6 +26,12 @@ int vmdr_fs_read(char **out, size_t *outlen, const char *path, vmdr_err *e);
  * (even a second, fatal one) never leaves the temp file behind. */
 int vmdr_fs_write(const char *path, const void *buf, size_t len, int mode, vmdr_err *e);
 
+/* Removes the temp files that atomic writes to path left behind when their writer was
+ * killed (SIGKILL, power loss): those no live writer holds. Safe beside running writers,
+ * of this process or another. *removed: how many went. A missing directory is not an
+ * error. */
+int vmdr_fs_clear_tmp(const char *path, int *removed, vmdr_err *e);
+
 /* mkdir -p; an existing directory is success, an existing non-directory is not_dir. */
 int vmdr_fs_mkdir_p(const char *path, int mode, vmdr_err *e);
 

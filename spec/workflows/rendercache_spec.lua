@@ -195,6 +195,18 @@ return { clean_rules = { VirtualMachine = { { remove_keys = "metadata.labels", n
         end
     end)
 
+    it("clears the temp file a run killed while saving left, and only on a real run", function()
+        local left = A.cache:gsub("vmdr%-render%-cache%.json$", ".vmdr-render-cache.json.vmdr-tmp-Xy12Ab")
+        h.write(left, '{"format":1,"fingerprint":"half')
+        local r = reconcile(A, "--dry-run")
+        assert.is_truthy(h.read(left))
+        assert.not_matches("temp file", r.stderr)
+        r = reconcile(A)
+        assert.matches("removed the temp file%(s%) of a killed run.*removed=1", r.stderr)
+        assert.is_nil(h.read(left))
+        assert.equals(1, assert(cache_doc()).format)
+    end)
+
     it("is never written by a dry run", function()
         kubectl { "label", "vm", "-n", NS, "vm-00008", "owner=team-b" }
         local before = h.read(A.cache)

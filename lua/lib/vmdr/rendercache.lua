@@ -263,6 +263,17 @@ function M.open(ctx, opts)
         return c
     end
     c.file = M.path(ctx.config)
+    -- a run killed by SIGKILL while saving left its temp file: only such dead ones go
+    if not ctx.dry_run then
+        local n, cerr = fs.clear_tmp(c.file)
+        if not n then
+            log(ctx, "warn", "render cache: its old temp files cannot be listed",
+                { file = c.file, reason = tostring(cerr) })
+        elseif n > 0 then
+            log(ctx, "info", "render cache: removed the temp file(s) of a killed run",
+                { file = c.file, removed = n })
+        end
+    end
     c.fingerprint = M.fingerprint(ctx)
     local entries, why, stale = load(c.file, c.fingerprint)
     if entries and not stale then c.loaded_fingerprint = c.fingerprint end
