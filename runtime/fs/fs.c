@@ -181,7 +181,10 @@ int vmdr_fs_write(const char *path, const void *buf, size_t len, int mode, vmdr_
             vmdr_fs_errno(e, errno, "write", path);
             goto done;
         }
-        if (flock(fd, LOCK_EX) != 0 || fstat(fd, &st) != 0) {
+        int lrc;
+        while ((lrc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
+            ;
+        if (lrc != 0 || fstat(fd, &st) != 0) {
             int err = errno;
             unlink(tmp);
             vmdr_fs_errno(e, err, "write", path);
