@@ -239,6 +239,8 @@ typedef struct aio_slot {
     rbd_completion_t comp;
     double t0;
     int queued_next; /* index in the done queue list */
+    int waiting;     /* a refused promote, to be issued again at retry_at */
+    double retry_at;
 } aio_slot;
 
 typedef struct aio_state {
@@ -279,6 +281,7 @@ static int aio_issue(aio_slot *s, vmdr_rbd_batch *b, rados_ioctx_t io)
         rc = rbd_aio_mirror_image_get_info(s->img, &s->mi, sizeof s->mi, s->comp);
         break;
     case ST_OP:
+        it->attempts++;
         rc = b->op == VMDR_RBD_OP_PROMOTE
                  ? rbd_aio_mirror_image_promote(s->img, b->force != 0, s->comp)
                  : rbd_aio_mirror_image_demote(s->img, s->comp);
@@ -314,9 +317,17 @@ static rados_ioctx_t aio_ioctx(aio_pool **pools, int *npools, vmdr_rbd_batch *b,
     return io;
 }
 
+/* As the threads engine: a promote refused with EROFS (rbd-mirror still holds the lock),
+ * or a graceful one refused with EBUSY, is tried again every 0.1 s for b->retry seconds. */
+static int aio_may_retry(const aio_slot *s, const vmdr_rbd_batch *b, int rc, int cancel)
+{
+    return !cancel && b->op == VMDR_RBD_OP_PROMOTE &&
+           (rc == -EROFS || (rc == -EBUSY && !b->force)) && vmdr_rbd_now() < s->t0 + b->retry;
+}
+
 /* Records the outcome of a finished (or failed) step and decides the next step.
- * Returns 1 when the slot is free again. */
-static int aio_advance(aio_slot *s, vmdr_rbd_batch *b, rados_ioctx_t io, int rc)
+ * Returns 1 when the slot is free again, 0 while it waits for a completion or a retry. */
+static int aio_advance(aio_slot *s, vmdr_rbd_batch *b, rados_ioctx_t io, int rc, int cancel)
 {
     vmdr_rbd_item *it = &b->items[s->item];
     for (;;) {
@@ -358,6 +369,11 @@ static int aio_advance(aio_slot *s, vmdr_rbd_batch *b, rados_ioctx_t io, int rc)
             }
         } else if (s->step == ST_OP) {
             s->rc_op = rc;
+            if (rc < 0 && aio_may_retry(s, b, rc, cancel)) {
+                s->waiting = 1;
+                s->retry_at = vmdr_rbd_now() + 0.1;
+                return 0;
+            }
             if (rc < 0) {
                 if (rc == -EBUSY && !b->force)
                     vmdr_err_set(&it->err, "busy", EBUSY,
@@ -429,7 +445,9 @@ static int run_aio(vmdr_rbd_batch *b, vmdr_err *e)
             s->rc_op = 0;
             s->already = 0;
             s->have_mi = 0;
+            s->waiting = 0;
             s->t0 = vmdr_rbd_now();
+            it->attempts = 0;
             it->outcome = VMDR_RBD_DONE_FAILED;
             vmdr_err_clear(&it->err);
             rados_ioctx_t io = aio_ioctx(&pools, &npools, b, it);
@@ -438,7 +456,7 @@ static int run_aio(vmdr_rbd_batch *b, vmdr_err *e)
                 inflight++;
             } else {
                 if (io)
-                    aio_advance(s, b, io, rc);
+                    aio_advance(s, b, io, rc, 1);
                 it->seconds = vmdr_rbd_now() - s->t0;
                 free_slots[nfree++] = s->queued_next;
             }
@@ -448,11 +466,19 @@ static int run_aio(vmdr_rbd_batch *b, vmdr_err *e)
                 break;
             continue;
         }
-        /* wait for completions */
+        /* wait for completions, or for the first retry that is due */
         pthread_mutex_lock(&as.mu);
         while (as.ndone == 0) {
+            double due = 0;
+            for (int i = 0; i < n; i++)
+                if (slots[i].waiting && (due == 0 || slots[i].retry_at < due))
+                    due = slots[i].retry_at;
+            double now = vmdr_rbd_now();
+            if (due > 0 && (cancel || now >= due))
+                break;
+            long ms = due > 0 && due - now < 0.1 ? (long)((due - now) * 1000) + 1 : 100;
             struct timespec ts;
-            deadline_in(&ts, 100);
+            deadline_in(&ts, ms);
             pthread_cond_timedwait(&as.cv, &as.mu, &ts);
             if (b->interrupted && b->interrupted())
                 cancel = 1;
@@ -468,7 +494,22 @@ static int run_aio(vmdr_rbd_batch *b, vmdr_err *e)
             rbd_aio_release(s->comp);
             s->comp = NULL;
             rados_ioctx_t io = aio_ioctx(&pools, &npools, b, &b->items[s->item]);
-            if (aio_advance(s, b, io, rc)) {
+            if (aio_advance(s, b, io, rc, cancel)) {
+                inflight--;
+                free_slots[nfree++] = s->queued_next;
+            }
+        }
+        /* refused promotes: again when due; on an interrupt they end with their last error */
+        for (int i = 0; i < n; i++) {
+            aio_slot *s = &slots[i];
+            if (!s->waiting || (!cancel && vmdr_rbd_now() < s->retry_at))
+                continue;
+            s->waiting = 0;
+            rados_ioctx_t io = aio_ioctx(&pools, &npools, b, &b->items[s->item]);
+            int rc = cancel ? s->rc_op : aio_issue(s, b, io);
+            if (rc == 0)
+                continue; /* issued: its completion comes through the queue */
+            if (aio_advance(s, b, io, rc, 1)) {
                 inflight--;
                 free_slots[nfree++] = s->queued_next;
             }
@@ -491,8 +532,7 @@ int vmdr_rbd_batch_run(vmdr_rbd_batch *b, vmdr_err *e)
 {
     if (b->n == 0)
         return 0;
-    if (b->use_aio && (b->op == VMDR_RBD_OP_PROMOTE || b->op == VMDR_RBD_OP_DEMOTE) &&
-        b->retry <= 0)
+    if (b->use_aio && (b->op == VMDR_RBD_OP_PROMOTE || b->op == VMDR_RBD_OP_DEMOTE))
         return run_aio(b, e);
     return run_threads(b, e);
 }

@@ -118,35 +118,51 @@ describe("vmdr.rbd errors", function()
     c:close()
   end)
 
-  it("a batch retrying a refused promote stops on SIGINT; unstarted images: interrupted", function()
-    local n = ceph.name("intr")
-    assert(a:create_image("rbd", n, 1024 * 1024))
-    local img = assert(a:image("rbd", n))
-    assert.equals("ok", img:mirror_enable())
-    local snap = assert(img:mirror_snapshot())
-    local b = ceph.connect("b")
-    local peer = ceph.image_when_there(b, "rbd", n)
-    assert.is_true(peer:wait_synced(snap, 30))
-    peer:close()
-    b:close()
-    local site = ceph.site("b")
-    local dir = h.tmpdir("intr")
-    -- A is primary, so B's graceful promote is refused (busy) for as long as it is retried
-    local s = h.write(dir .. "/batch.lua", string.format([[
-      local rbd = require "vmdr.rbd"
-      local c = assert(rbd.connect { conf = %q, keyring = %q, timeout = 20 })
-      io.stdout:write("ready\n"); io.stdout:flush()
-      local r = c:batch("promote", { "rbd/%s", "rbd/%s", "rbd/%s" }, { parallel = 1, retry = 600 })
-      for _, x in ipairs(r) do io.stdout:write(x.result, " ", x.err and x.err.code or "", "\n") end
-      return 1
-    ]], site.conf, site.keyring, n, n, n))
-    local r = h.run_signalled({ s }, "INT", "ready")
-    assert.equals(130, r.code, r.stderr)
-    assert.matches("failed busy\nfailed interrupted\nfailed interrupted\n", r.stdout)
-    assert.equals("ok", img:mirror_disable(false))
-    img:close()
-    assert(a:remove_image("rbd", n))
-  end)
+  for _, engine in ipairs { "threads", "aio" } do
+    it("a batch retrying a refused promote retries, then stops on SIGINT (" .. engine .. ")",
+      function()
+      local n = ceph.name("intr")
+      assert(a:create_image("rbd", n, 1024 * 1024))
+      local img = assert(a:image("rbd", n))
+      assert.equals("ok", img:mirror_enable())
+      local snap = assert(img:mirror_snapshot())
+      local b = ceph.connect("b")
+      local peer = ceph.image_when_there(b, "rbd", n)
+      assert.is_true(peer:wait_synced(snap, 30))
+      peer:close()
+      -- A is primary, so B's graceful promote is refused (busy) for as long as it is
+      -- retried: every 0.1 s for `retry` seconds, then the last error stands
+      local r = b:batch("promote", { "rbd/" .. n, "rbd/" .. n }, { parallel = 2, retry = 0.5,
+        engine = engine })
+      for _, x in ipairs(r) do
+        assert.equals("failed", x.result)
+        assert.equals("busy", x.err.code, tostring(x.err))
+        assert.is_true(x.attempts >= 2, "attempts " .. tostring(x.attempts))
+        assert.is_true(x.seconds >= 0.4, "seconds " .. tostring(x.seconds))
+      end
+      r = b:batch("promote", { "rbd/" .. n }, { retry = 0, engine = engine })
+      assert.equals(1, r[1].attempts)
+      assert.equals("busy", r[1].err.code)
+      b:close()
+      local site = ceph.site("b")
+      local dir = h.tmpdir("intr")
+      local s = h.write(dir .. "/batch.lua", string.format([[
+        local rbd = require "vmdr.rbd"
+        local c = assert(rbd.connect { conf = %q, keyring = %q, timeout = 20 })
+        io.stdout:write("ready\n"); io.stdout:flush()
+        local r = c:batch("promote", { "rbd/%s", "rbd/%s", "rbd/%s" },
+          { parallel = 1, retry = 600, engine = %q })
+        for _, x in ipairs(r) do io.stdout:write(x.result, " ", x.err and x.err.code or "", "\n") end
+        return 1
+      ]], site.conf, site.keyring, n, n, n, engine))
+      local rs = h.run_signalled({ s }, "INT", "ready")
+      assert.equals(130, rs.code, rs.stderr)
+      assert.matches("failed busy\nfailed interrupted\nfailed interrupted\n", rs.stdout)
+      assert.equals("ok", img:mirror_disable(false))
+      img:close()
+      assert(a:remove_image("rbd", n))
+    end)
+  end
 
   it("misuse raises", function()
     assert.has_error(function() rbd.connect("x") end)
