@@ -1,0 +1,34 @@
+-- One timed batch with per-image figures (bench/rbd/cpu drives it):
+--   vmdr-run items.lua -- ENVFILE OP SITE N PREFIX PARALLEL [ENGINE]
+-- OP: promote (forced) | demote | enable. Prints the batch's wall time, its results, and
+-- the per-image seconds (min, median, p90, max, sum) and promote attempts.
+local ctx, args = ...
+local rbd = require "vmdr.rbd"
+local time = require "vmdr.time"
+
+local envfile, op, site = args[1], args[2], args[3]:upper()
+local n, prefix = tonumber(args[4]), args[5]
+local parallel, engine = tonumber(args[6] or "1"), args[7] or "threads"
+local env = {}
+for k, v in io.open(envfile):read("a"):gmatch("([%w_]+)=([^\n]*)") do env[k] = v end
+local c = assert(rbd.connect { conf = env["CEPH_" .. site .. "_CONF"],
+  keyring = env["CEPH_" .. site .. "_KEYRING"], timeout = 60 })
+local list = {}
+for i = 1, n do list[i] = string.format("rbd/%s-%03d", prefix, i) end
+
+local t0 = time.monotonic()
+local res, sum = c:batch(op, list, { parallel = parallel, engine = engine,
+  force = op == "promote", retry = op == "promote" and 30 or 0 })
+local wall = time.monotonic() - t0
+local s, attempts, total = {}, 0, 0
+for i, r in ipairs(res) do
+  s[i] = r.seconds or 0
+  total = total + s[i]
+  attempts = attempts + (r.attempts or 0)
+  if r.result == "failed" then io.stderr:write(r.image, ": ", tostring(r.err), "\n") end
+end
+table.sort(s)
+print(string.format("seconds=%.3f ok=%d already=%d failed=%d per-image min=%.2f med=%.2f "
+  .. "p90=%.2f max=%.2f sum=%.1f attempts=%d", wall, sum.ok, sum.already, sum.failed, s[1],
+  s[#s // 2 + 1], s[math.max(1, math.floor(#s * 0.9))], s[#s], total, attempts))
+return 0
