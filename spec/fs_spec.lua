@@ -11,6 +11,28 @@ local function temps(dir)
   return out
 end
 
+--- Starts a vmdr-run process that takes fs.lock(path) and sleeps; returns its pid once it
+--- holds the lock (files for it go in dir).
+local function lock_holder(dir, path)
+  local ready = dir .. "/ready"
+  local holder = h.write(dir .. "/holder.lua", string.format([[
+    local fs = require "vmdr.fs"
+    local l = assert(fs.lock(%q))
+    assert(fs.write(%q, "held"))
+    require("vmdr.time").sleep(60)
+  ]], path, ready))
+  local pidfile = dir .. "/pid"
+  assert(h.sh(h.q(h.vmdr_run) .. " " .. h.q(holder) .. " >/dev/null 2>&1 </dev/null & echo $! >"
+    .. h.q(pidfile)) == 0)
+  local t = require "vmdr.time"
+  local deadline = t.monotonic() + 30
+  while not fs.exists(ready) do
+    assert(t.monotonic() < deadline, "holder never took the lock")
+    t.sleep(0.02)
+  end
+  return h.read(pidfile):match("%d+")
+end
+
 describe("vmdr.fs", function()
   local tmp
   before_each(function() tmp = h.tmpdir("fs") end)
@@ -214,29 +236,15 @@ describe("vmdr.fs", function()
 
     it("leaves a temp file its writer still holds", function()
       local live = tmp .. "/.c.json.vmdr-tmp-LIVE01"
-      local ready = tmp .. "/ready"
       -- a live writer holds its temp file with flock, as vmdr.fs.lock does
-      local holder = h.write(tmp .. "/holder.lua", string.format([[
-        local fs = require "vmdr.fs"
-        local l = assert(fs.lock(%q))
-        assert(fs.write(%q, "held"))
-        require("vmdr.time").sleep(60)
-      ]], live, ready))
-      local pidfile = tmp .. "/pid"
-      assert(h.sh(h.q(h.vmdr_run) .. " " .. h.q(holder) .. " >/dev/null 2>&1 </dev/null & echo $! >"
-        .. h.q(pidfile)) == 0)
-      local t = require "vmdr.time"
-      local deadline = t.monotonic() + 30
-      while not fs.exists(ready) do
-        assert(t.monotonic() < deadline, "holder never took the lock")
-        t.sleep(0.02)
-      end
+      local pid = lock_holder(tmp, live)
       assert.equals(0, fs.clear_tmp(tmp .. "/c.json"))
       assert.is_true(fs.exists(live))
-      assert(h.sh("kill -9 " .. h.read(pidfile):match("%d+")) == 0)
+      assert(h.sh("kill -9 " .. pid) == 0)
       -- dead: its lock went with it (the kernel may take a moment)
+      local t = require "vmdr.time"
       local n = 0
-      deadline = t.monotonic() + 30
+      local deadline = t.monotonic() + 30
       repeat
         n = assert(fs.clear_tmp(tmp .. "/c.json"))
         if n == 0 then t.sleep(0.02) end
@@ -295,23 +303,7 @@ describe("vmdr.fs", function()
 
     it("is taken over from a holder that was killed", function()
       local p = tmp .. "/stale.lock"
-      local ready = tmp .. "/ready"
-      local holder = h.write(tmp .. "/holder.lua", string.format([[
-        local fs = require "vmdr.fs"
-        local l = assert(fs.lock(%q))
-        assert(fs.write(%q, "held"))
-        require("vmdr.time").sleep(60)
-      ]], p, ready))
-      local pidfile = tmp .. "/pid"
-      assert(h.sh(h.q(h.vmdr_run) .. " " .. h.q(holder) .. " >/dev/null 2>&1 </dev/null & echo $! >"
-        .. h.q(pidfile)) == 0)
-      local t = require "vmdr.time"
-      local deadline = t.monotonic() + 30
-      while not fs.exists(ready) do
-        assert(t.monotonic() < deadline, "holder never took the lock")
-        t.sleep(0.02)
-      end
-      local pid = h.read(pidfile):match("%d+")
+      local pid = lock_holder(tmp, p)
       local v, err = fs.lock(p)
       assert.is_nil(v); assert.equals("busy", err.code)
       assert.equals(pid, h.read(p):match("%d+"))
