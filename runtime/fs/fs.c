@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -147,11 +148,100 @@ static int split_path(const char *path, char *dir, size_t dsz, const char **base
     return **base == '\0' ? -1 : 0;
 }
 
+/* Gives the temp name's last 6 characters (its "XXXXXX") random letters and digits. */
+static void tmp_fill(char *tmp)
+{
+    static const char set[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    unsigned char r[6];
+    char *x = tmp + strlen(tmp) - 6;
+    if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t v = (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)tmp;
+        for (size_t i = 0; i < sizeof r; i++, v >>= 8)
+            r[i] = (unsigned char)v;
+    }
+    for (size_t i = 0; i < sizeof r; i++)
+        x[i] = set[r[i] % (sizeof set - 1)];
+}
+
+/* The temp file, written, synced and flocked, under the name tmp: made with O_TMPFILE
+ * and locked before it has any name, then given one with linkat, so no clear_tmp can
+ * ever take it, and a SIGKILL before the link leaves nothing at all. Returns its
+ * descriptor, or -1 when this file system (or a missing /proc) does not allow it, or
+ * anything failed: the caller then starts over with mkostemp, which reports the error. */
+static int tmp_linked(const char *dir, char *tmp, int mode, const void *buf, size_t len)
+{
+#ifdef O_TMPFILE
+    /* VMDR_FS_TMPFILE=0 turns it off: for a file system that mishandles O_TMPFILE, and
+     * for the spec of the mkostemp path. */
+    const char *knob = getenv("VMDR_FS_TMPFILE");
+    if (knob != NULL && strcmp(knob, "0") == 0)
+        return -1;
+    char proc[64];
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600), lrc;
+    if (fd < 0)
+        return -1;
+    while ((lrc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
+        ;
+    if (lrc != 0 || fchmod(fd, (mode_t)mode) != 0 || write_all(fd, buf, len) != 0 ||
+        fsync(fd) != 0)
+        goto fail;
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    for (int attempt = 0; attempt < 16; attempt++) {
+        tmp_fill(tmp);
+        if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) == 0)
+            return fd;
+        if (errno != EEXIST)
+            break;
+    }
+fail:
+    close(fd);
+#else
+    (void)dir, (void)tmp, (void)mode, (void)buf, (void)len;
+#endif
+    return -1;
+}
+
+/* The same with mkostemp, where O_TMPFILE cannot be used. Here a clear_tmp can take the
+ * file between mkostemp and flock; it then has no link left (st_nlink 0) and we start
+ * again under a new name. Returns the descriptor, or -1 with e set. */
+static int tmp_named(const char *path, char *tmp, int mode, const void *buf, size_t len,
+                     vmdr_err *e)
+{
+    struct stat st;
+    for (int attempt = 0;; attempt++) {
+        memcpy(tmp + strlen(tmp) - 6, "XXXXXX", 6);
+        int fd = mkostemp(tmp, O_CLOEXEC), lrc;
+        if (fd < 0)
+            return vmdr_fs_errno(e, errno, "write", path), -1;
+        while ((lrc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
+            ;
+        if (lrc != 0 || fstat(fd, &st) != 0)
+            goto fail;
+        if (st.st_nlink == 0) {
+            close(fd);
+            if (attempt == 63)
+                return vmdr_err_set(e, "busy", EAGAIN,
+                                    "write '%s': its temp file was removed 64 times", path), -1;
+            continue;
+        }
+        if (fchmod(fd, (mode_t)mode) != 0 || write_all(fd, buf, len) != 0 || fsync(fd) != 0)
+            goto fail;
+        return fd;
+    fail:;
+        int err = errno;
+        unlink(tmp);
+        close(fd);
+        return vmdr_fs_errno(e, err, "write", path), -1;
+    }
+}
+
 int vmdr_fs_write(const char *path, const void *buf, size_t len, int mode, vmdr_err *e)
 {
     char dir[PATH_MAX], tmp[PATH_MAX];
     const char *base;
-    int rc = -1, fd = -1, dfd = -1, have_tmp = 0;
+    int rc = -1, fd = -1, dfd = -1;
     struct stat st;
     sigset_t hold, old;
 
@@ -173,46 +263,17 @@ int vmdr_fs_write(const char *path, const void *buf, size_t len, int mode, vmdr_
 
     /* The temp file is flocked while it exists under its name: a clear_tmp (of another
      * process, or a next run) removes only temp files nobody holds, those of a writer
-     * killed with SIGKILL. One that took ours between mkostemp and flock unlinked it:
-     * then st_nlink is 0 and we start again with a new name. */
-    for (int attempt = 0;; attempt++) {
-        fd = mkostemp(tmp, O_CLOEXEC);
-        if (fd < 0) {
-            vmdr_fs_errno(e, errno, "write", path);
-            goto done;
-        }
-        int lrc;
-        while ((lrc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
-            ;
-        if (lrc != 0 || fstat(fd, &st) != 0) {
-            int err = errno;
-            unlink(tmp);
-            vmdr_fs_errno(e, err, "write", path);
-            goto done;
-        }
-        if (st.st_nlink > 0)
-            break;
-        close(fd);
-        fd = -1;
-        if (attempt == 7) {
-            vmdr_err_set(e, "busy", EAGAIN, "write '%s': its temp file was removed 8 times",
-                         path);
-            goto done;
-        }
-        memcpy(tmp + strlen(tmp) - 6, "XXXXXX", 6);
-    }
-    have_tmp = 1;
-    if (fchmod(fd, (mode_t)mode) != 0 || write_all(fd, buf, len) != 0 || fsync(fd) != 0) {
-        vmdr_fs_errno(e, errno, "write", path);
+     * killed with SIGKILL. */
+    fd = tmp_linked(dir, tmp, mode, buf, len);
+    if (fd < 0 && (fd = tmp_named(path, tmp, mode, buf, len, e)) < 0)
         goto done;
-    }
     /* Renamed while still open and locked: closed first, it would be free for a clear_tmp
      * to take. (fsync has reported any write-back error; close has nothing left to.) */
     if (rename(tmp, path) != 0) {
         vmdr_fs_errno(e, errno, "write", path);
+        unlink(tmp);
         goto done;
     }
-    have_tmp = 0;
     /* The rename is durable only once the directory entry is on disk. */
     dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 || fsync(dfd) != 0) {
@@ -225,8 +286,6 @@ done:
         close(fd);
     if (dfd >= 0)
         close(dfd);
-    if (have_tmp)
-        unlink(tmp);
     sigprocmask(SIG_SETMASK, &old, NULL);
     return rc;
 }
