@@ -7,6 +7,7 @@ local gitsrv = require "support.gitsrv"
 local git = require "vmdr.git"
 local repo = require "vmdr.repo"
 local log = require "vmdr.log"
+local fs = require "vmdr.fs"
 
 local function trim(s) return (s:gsub("%s+$", "")) end
 
@@ -262,6 +263,13 @@ describe("vmdr.repo.transaction", function()
     -- what a kill inside libgit2's own writes would leave behind
     h.write(wd .. "/.git/index.lock", "")
     h.write(wd .. "/.git/refs/heads/main.lock", "")
+    -- and a kill inside libgit2's indexer or loose-object write (seen in a CI-like run)
+    h.write(wd .. "/.git/objects/pack/pack_git2_27cbcf7da923dc19", "PACK half")
+    h.write(wd .. "/.git/objects/tmp_object_git2_a1b2c3", "x")
+    -- look-alikes stay: another prefix, and a link (its target untouched)
+    h.write(wd .. "/.git/objects/pack/my_pack_git2_note", "keep")
+    h.write(tmp .. "/target", "keep")
+    assert(h.sh("ln -s " .. h.q(tmp .. "/target") .. " " .. h.q(wd .. "/.git/objects/pack/pack_git2_link")) == 0)
     local again = h.run(run_args("http", "kill", wd, { id = "after" }), env())
     outputs[#outputs + 1] = again.stdout .. again.stderr
     assert.equals(0, again.code, again.stderr)
@@ -271,6 +279,11 @@ describe("vmdr.repo.transaction", function()
     assert.matches("changes/after-1.txt", tree, 1, true)
     assert.is_nil(h.read(wd .. "/bulk/killed/0001.yaml"))
     assert.equals("", gitsrv.git(wd, "status --porcelain"))
+    assert.is_nil(h.read(wd .. "/.git/objects/pack/pack_git2_27cbcf7da923dc19"))
+    assert.is_nil(h.read(wd .. "/.git/objects/tmp_object_git2_a1b2c3"))
+    assert.equals("keep", h.read(wd .. "/.git/objects/pack/my_pack_git2_note"))
+    assert.equals("link", fs.stat(wd .. "/.git/objects/pack/pack_git2_link").type)
+    assert.equals("keep", h.read(tmp .. "/target"))
   end)
 
   it("stays consistent when killed at arbitrary points of commit and push", function()

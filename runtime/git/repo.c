@@ -1206,6 +1206,30 @@ done:
     return ret;
 }
 
+/* Removes the regular files of dir whose names start with prefix. */
+static void remove_prefixed(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    struct stat st;
+    char p[8192];
+    size_t pl = strlen(prefix);
+    if (d == NULL)
+        return;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, prefix, pl) != 0 ||
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p)
+            continue;
+        if (lstat(p, &st) == 0 && S_ISREG(st.st_mode))
+            unlink(p);
+    }
+    closedir(d);
+}
+
+/* Lock files and libgit2's temporary files: a run killed while fetching or committing
+ * leaves objects/pack/pack_git2_<random> (the indexer's pack being received or written)
+ * or objects/tmp_object_git2_<random> (a loose object). None is ever read back; with
+ * the clone's lock held, none is a live writer's. */
 static void remove_lock_files(const char *gitdir, const char *branch)
 {
     static const char *const fixed[] = {"index.lock", "HEAD.lock", "config.lock",
@@ -1219,6 +1243,10 @@ static void remove_lock_files(const char *gitdir, const char *branch)
     unlink(p);
     snprintf(p, sizeof p, "%srefs/remotes/origin/%s.lock", gitdir, branch);
     unlink(p);
+    snprintf(p, sizeof p, "%sobjects/pack", gitdir);
+    remove_prefixed(p, "pack_git2_");
+    snprintf(p, sizeof p, "%sobjects", gitdir);
+    remove_prefixed(p, "tmp_object_git2_");
 }
 
 /* Before opening: a clone or init killed half-way leaves e.g. config.lock behind. */
