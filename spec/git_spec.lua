@@ -289,6 +289,51 @@ describe("vmdr.git over file:// and a path", function()
     assert.equals("seed\n", b:read("README"))
   end)
 
+  for _, worktree in ipairs { true, false } do
+    it("clears what a killed run left when opened with clear_locks, and only then (worktree="
+      .. tostring(worktree) .. ")", function()
+      gitsrv.bare(S, "m", true)
+      local url = gitsrv.urls(S, "m").file
+      local wd = tmp .. "/c"
+      assert(git.clone(url, wd, { worktree = worktree })):close()
+      local gd = worktree and wd .. "/.git/" or wd .. "/"
+      local left = { "index.lock", "HEAD.lock", "config.lock", "packed-refs.lock", "refs/heads/main.lock",
+        "objects/pack/pack_git2_27cbcf7da923dc19", "objects/tmp_object_git2_a1b2c3",
+        "vmdr-repack/pack_git2_1237615c5d8370ef", "vmdr-repack/pack-0123.idx" }
+      local kept = { "objects/pack/my_pack_git2_note", "objects/tmp_object_kept", "vmdr-repackage" }
+      local function plant()
+        assert(h.sh("mkdir -p " .. h.q(gd .. "vmdr-repack")) == 0)
+        for _, f in ipairs(left) do h.write(gd .. f, "x") end
+        for _, f in ipairs(kept) do h.write(gd .. f, "keep") end
+        -- a link of that name is not libgit2's: it stays, its target untouched
+        h.write(tmp .. "/target", "keep")
+        assert(h.sh("ln -sfn " .. h.q(tmp .. "/target") .. " " .. h.q(gd .. "objects/pack/pack_git2_link")) == 0)
+      end
+      plant()
+      -- without clear_locks (a reader without the clone's lock) nothing is touched (the
+      -- open itself fails on HEAD.lock: another writer could be at work)
+      local r, err = git.open(wd)
+      assert.is_nil(r); assert.matches("HEAD.lock", err.message, 1, true)
+      for _, f in ipairs(left) do assert.is_true(exists(gd .. f), f) end
+      r = assert(git.open(wd, { clear_locks = true }))
+      r:close()
+      for _, f in ipairs(left) do assert.is_false(exists(gd .. f), f) end
+      assert.is_false(exists(gd .. "vmdr-repack"))
+      for _, f in ipairs(kept) do assert.equals("keep", h.read(gd .. f), f) end
+      assert.is_true(exists(gd .. "objects/pack/pack_git2_link"))
+      assert.equals("keep", h.read(tmp .. "/target"))
+      -- and repo:clear_locks() does the same on an open clone
+      r = assert(git.open(wd))
+      plant()
+      assert.is_true(r:clear_locks())
+      r:close()
+      for _, f in ipairs(left) do assert.is_false(exists(gd .. f), f) end
+      assert.is_false(exists(gd .. "vmdr-repack"))
+      -- the clone is whole: git fsck and a read
+      assert.equals("", gitsrv.git(wd, "fsck --no-progress --no-dangling"))
+    end)
+  end
+
   it("raises on misuse and on a closed handle", function()
     gitsrv.bare(S, "m", true)
     local r = assert(git.clone(gitsrv.urls(S, "m").file, tmp .. "/m"))

@@ -7,6 +7,8 @@
 #include "git.h"
 
 /* Appended to an error caused by ENOSPC, so the log names the cause an operator fixes. */
+/* maint.c stages a merged pack here, in the git directory (repo.c clears it when locked) */
+#define VMDR_GIT_REPACK_STAGE "vmdr-repack"
 #define NOSPACE_HINT " (ENOSPC: the disk holding the clone is full)"
 
 typedef struct git_change {

@@ -303,7 +303,7 @@ int vmdr_git_maintain(vmdr_git_repo *r, const vmdr_git_maint_opts *o, vmdr_git_m
         return vmdr_err_set(e, "invalid", 0, "maintain: commit or reset the pending changes "
                             "first");
     snprintf(dir, sizeof dir, "%sobjects/pack", git_repository_path(r->repo));
-    snprintf(stage, sizeof stage, "%svmdr-repack", git_repository_path(r->repo));
+    snprintf(stage, sizeof stage, "%s" VMDR_GIT_REPACK_STAGE, git_repository_path(r->repo));
     /* The cheap part first: one directory read; what a killed run left goes with it. */
     if (list_packs(dir, &packs, &npacks, &visible, 1, e) < 0)
         goto done;

@@ -1226,9 +1226,9 @@ static void remove_prefixed(const char *dir, const char *prefix)
     closedir(d);
 }
 
-/* Lock files and libgit2's temporary files: a run killed while fetching or committing
- * leaves objects/pack/pack_git2_<random> (the indexer's pack being received or written)
- * or objects/tmp_object_git2_<random> (a loose object). None is ever read back; with
+/* Lock files and temporary files: a run killed while fetching or committing leaves
+ * objects/pack/pack_git2_<random> (libgit2's indexer: a pack being received or written),
+ * objects/tmp_object_git2_<random> (a loose object) or files in the repack stage. None is ever read back; with
  * the clone's lock held, none is a live writer's. */
 static void remove_lock_files(const char *gitdir, const char *branch)
 {
@@ -1247,6 +1247,11 @@ static void remove_lock_files(const char *gitdir, const char *branch)
     remove_prefixed(p, "pack_git2_");
     snprintf(p, sizeof p, "%sobjects", gitdir);
     remove_prefixed(p, "tmp_object_git2_");
+    /* maint.c's staging directory: what a merge killed half-way left (maintain clears it
+     * too, but only a run that commits gets that far) */
+    snprintf(p, sizeof p, "%s" VMDR_GIT_REPACK_STAGE, gitdir);
+    remove_prefixed(p, "");
+    rmdir(p);
 }
 
 /* Before opening: a clone or init killed half-way leaves e.g. config.lock behind. */
