@@ -14,10 +14,17 @@
  *                 resident 2 MiB page again (it does so with a single page in use), so a
  *                 long-lived process's RSS creeps up by 2 MiB steps.
  *   mem.stats() -> { lua = bytes the Lua state holds (its own count),
- *                    pool = { regions, chunks_used, chunks_empty, blocks } | nil (no pool),
+ *                    pool = { regions, chunks_used, chunks_empty, blocks,
+ *                             asked, pending, fast, prefaulted, ready (mem.prefault's
+ *                             regions, runtime/alloc.h) } | nil (no pool),
  *                    malloc = { in_use, free, mapped } | nil (not glibc) }
  *               where the memory is, for a long-running process's logs and for soaks:
  *               RSS alone cannot tell live objects from kept free pages.
+ *   mem.prefault(bytes) -> true | false (no pool: malloc or a sanitizer's allocator)
+ *               about `bytes` of Lua objects are coming (a big decode): the pool's thread
+ *               maps and faults in the memory they need on another CPU, ahead of use
+ *               (runtime/alloc.h vmdr_pool_prefault); mem.prefault(0) when done gives
+ *               back what was made and not used. vmdr.k8s does this for every list.
  *   mem.trim()  -> true   freed heap memory given back to the system (the Lua state's pool,
  *                         runtime/alloc.h, and glibc malloc_trim)
  *               -> false  this allocator cannot (not glibc, or a sanitizer's allocator)
@@ -100,11 +107,16 @@ static int mem_stats(lua_State *L)
     if (lua_getallocf(L, &ud) == vmdr_pool_lalloc) {
         vmdr_pool_stats ps;
         vmdr_pool_get_stats(ud, &ps);
-        lua_createtable(L, 0, 4); /* stack: stats pool */
+        lua_createtable(L, 0, 9); /* stack: stats pool */
         set_size(L, "regions", ps.regions);
         set_size(L, "chunks_used", ps.chunks_used);
         set_size(L, "chunks_empty", ps.chunks_empty);
         set_size(L, "blocks", ps.blocks);
+        set_size(L, "asked", ps.asked);
+        set_size(L, "pending", ps.pending);
+        set_size(L, "fast", ps.fast);
+        set_size(L, "prefaulted", ps.prefaulted);
+        set_size(L, "ready", ps.ready);
         lua_setfield(L, -2, "pool");
     }
 #if VMDR_CAN_TRIM && defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
@@ -115,6 +127,19 @@ static int mem_stats(lua_State *L)
     set_size(L, "mapped", mi.hblkhd);
     lua_setfield(L, -2, "malloc");
 #endif
+    return 1;
+}
+
+/* mem.prefault(bytes) -> true | false (no pool here) */
+static int mem_prefault(lua_State *L)
+{
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 0, 1, "must not be negative");
+    void *ud;
+    int pool = lua_getallocf(L, &ud) == vmdr_pool_lalloc;
+    if (pool)
+        vmdr_pool_prefault(ud, (size_t)n);
+    lua_pushboolean(L, pool);
     return 1;
 }
 
@@ -137,6 +162,7 @@ static int mem_long_running(lua_State *L)
 
 static const luaL_Reg mem_funcs[] = {
     {"long_running", mem_long_running},
+    {"prefault", mem_prefault},
     {"rss", mem_rss},
     {"stats", mem_stats},
     {"trim", mem_trim},

@@ -1,6 +1,7 @@
 /* The Lua state's pool allocator (runtime/alloc.c): blocks keep their bytes across
  * resizes between classes and between the pool and malloc, never overlap, are 8-byte
  * aligned; emptied chunks are cached or given back; a Lua state runs on it. */
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +191,52 @@ int main(void)
           st.chunks_used, st.chunks_empty);
     free(many);
     vmdr_pool_delete(p);
+
+    /* prefault: regions made on the pool's thread while blocks come and go, cancelled
+     * half-way in odd rounds; in the last round the pool is deleted while its thread may
+     * still be at work (the delete joins it) */
+    cpu_set_t cpus;
+    int multi = sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) >= 2;
+    for (int round = 0; round < 4; round++) {
+        enum { N = 20000 };
+        live *ls = calloc(N, sizeof *ls);
+        CHECK(ls != NULL, "calloc");
+        p = vmdr_pool_new();
+        vmdr_pool_prefault(p, (size_t)(8 + 8 * round) << 20);
+        for (int i = 0; i < N; i++) {
+            ls[i].n = 1 + rnd(VMDR_POOL_MAX);
+            ls[i].p = vmdr_pool_lalloc(p, NULL, 0, ls[i].n);
+            ls[i].tag = (unsigned char)(i * 7 + round);
+            fill(&ls[i]);
+            if (i == N / 2 && round % 2)
+                vmdr_pool_prefault(p, 0);
+        }
+        int lost = 0;
+        for (int i = 0; i < N; i++)
+            lost += !intact(&ls[i]);
+        CHECK(lost == 0, "round %d: %d blocks lost their bytes", round, lost);
+        vmdr_pool_get_stats(p, &st);
+        CHECK(!multi || st.asked >= 4, "round %d: asked for %zu regions", round, st.asked);
+        CHECK(multi || st.asked == 0, "one CPU: asked for %zu regions", st.asked);
+        CHECK(st.prefaulted <= st.asked, "round %d: took %zu of %zu", round, st.prefaulted,
+              st.asked);
+        if (round == 3) {
+            vmdr_pool_prefault(p, (size_t)128 << 20);
+            vmdr_pool_delete(p);
+            free(ls);
+            continue;
+        }
+        for (int i = 0; i < N; i++)
+            vmdr_pool_lalloc(p, ls[i].p, ls[i].n, 0);
+        vmdr_pool_prefault(p, 0);
+        vmdr_pool_trim(p);
+        vmdr_pool_get_stats(p, &st);
+        CHECK(st.blocks == 0 && st.chunks_used == 0 && st.ready == 0,
+              "round %d after trim: %zu blocks, %zu chunks, %zu ready", round, st.blocks,
+              st.chunks_used, st.ready);
+        vmdr_pool_delete(p);
+        free(ls);
+    }
 
     /* a Lua state on the pool: tables, strings, growth and collection */
     p = vmdr_pool_new();
