@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "codec.h"
 #include "json.h"
 #include "k8s/k8s.h"
@@ -134,6 +135,7 @@ typedef struct list_stream {
     int decided;
     vmdr_k8s_listscan scan;
     vmdr_codec_scratch *scratch; /* anchored on the stack next to the items table */
+    vmdr_pool *pool;             /* asked to prefault for this list (alloc.h) */
 } list_stream;
 
 /* decode_item(ls, ptr, len, items) -> (): appends the decoded item to items */
@@ -204,13 +206,23 @@ static int list_item(void *payload, const char *p, size_t n, vmdr_err *err)
     return 0;
 }
 
-static long list_hook(void *payload, long status, const char *ctype, const char *buf, size_t len,
-                      int done, vmdr_err *err)
+/* Lua objects per byte of a list's JSON, in the pool's small blocks: 10,000 generated VMs
+ * (20.3 MiB) took 30 regions (60 MiB, 2.95x). A little less is asked for, so that what
+ * is made ahead is used (the rest is mapped by the decoder as it goes). */
+#define LIST_POOL_RATIO 2.75
+
+static long list_hook(void *payload, long status, const char *ctype, size_t total,
+                      const char *buf, size_t len, int done, vmdr_err *err)
 {
     list_stream *ls = payload;
     if (!ls->decided) {
         ls->decided = 1;
         ls->passive = status != 200 || ctype == NULL || strstr(ctype, "json") == NULL;
+        void *ud;
+        if (!ls->passive && total > 0 && lua_getallocf(ls->L, &ud) == vmdr_pool_lalloc) {
+            ls->pool = ud;
+            vmdr_pool_prefault(ud, (size_t)((double)total * LIST_POOL_RATIO));
+        }
     }
     if (ls->passive)
         return 0;
@@ -298,6 +310,8 @@ static int conn_request(lua_State *L)
     if (ls && gc_was_running)
         lua_gc(L, LUA_GCSTOP); /* see decode_push */
     int rc = vmdr_k8s_request(b->c, &r, &resp, &err);
+    if (ls && ls->pool)
+        vmdr_pool_prefault(ls->pool, 0); /* what was made ahead and not used goes back */
     if (ls && gc_was_running)
         lua_gc(L, LUA_GCRESTART);
     if (rc != 0)

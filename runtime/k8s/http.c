@@ -29,7 +29,9 @@ struct vmdr_k8s_xfer {
     char content_type[128];
     double retry_after;
     size_t content_length; /* announced by the server, 0 if not; sizes the buffer once */
-    long (*hook)(void *, long, const char *, const char *, size_t, int, vmdr_err *);
+    int encoded;           /* a Content-Encoding other than identity (gzip): the length is not
+                            * the body's */
+    long (*hook)(void *, long, const char *, size_t, const char *, size_t, int, vmdr_err *);
     void *hook_payload;
     size_t hooked; /* buffer length at the last hook call */
     char errbuf[CURL_ERROR_SIZE];
@@ -86,6 +88,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *payload)
         x->content_type[0] = '\0';
         x->retry_after = -1;
         x->content_length = 0;
+        x->encoded = 0;
         x->headers_done = 0;
     } else if (len <= 2 && (p[0] == '\r' || p[0] == '\n')) {
         if (x->status >= 200)
@@ -113,6 +116,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *payload)
                     tmp[vl] = '\0';
                     x->content_length = (size_t)strtoull(tmp, NULL, 10);
                 }
+            } else if (kl == 16 && strncasecmp(p, "Content-Encoding", 16) == 0) {
+                x->encoded = !(vl == 8 && strncasecmp(v, "identity", 8) == 0);
             } else if (kl == 11 && strncasecmp(p, "Retry-After", 11) == 0) {
                 char tmp[32];
                 if (vl < sizeof tmp) {
@@ -356,7 +361,8 @@ static int conn_wait(vmdr_k8s_conn *c, vmdr_k8s_xfer *x, int what, long timeout_
             return -1;
         if (x->hook && x->headers_done && !x->done && x->b.len > x->hooked) {
             /* between curl calls: the hook may run Lua (never inside a curl callback) */
-            long used = x->hook(x->hook_payload, x->status, x->content_type, x->b.buf + x->b.off,
+            long used = x->hook(x->hook_payload, x->status, x->content_type,
+                                x->encoded ? 0 : x->content_length, x->b.buf + x->b.off,
                                 x->b.len - x->b.off, 0, err);
             if (used < 0)
                 return -1;
@@ -571,6 +577,7 @@ int vmdr_k8s_request(vmdr_k8s_conn *c, const vmdr_k8s_req *r, vmdr_k8s_resp *out
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &out->status);
     if (x->hook) {
         long used = x->hook(x->hook_payload, out->status, x->content_type,
+                            x->encoded ? 0 : x->content_length,
                             x->b.buf ? x->b.buf + x->b.off : "", x->b.len - x->b.off, 1, err);
         if (used < 0)
             return -1;

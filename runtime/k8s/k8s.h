@@ -48,10 +48,11 @@ typedef struct vmdr_k8s_req {
     size_t max_body;           /* 0: 1 GiB */
     /* Optional, for requests: called while the body arrives, between curl calls (never
      * inside one), with the bytes not yet consumed and done=1 once at the end of a
-     * successful transfer. Returns how many leading bytes it consumed (the core drops
-     * them), or -1 with err to abort. Lets a list be decoded while it downloads. */
-    long (*on_body)(void *payload, long status, const char *ctype, const char *buf, size_t len,
-                    int done, vmdr_err *err);
+     * successful transfer; total is the body's announced length (0: not announced, or
+     * compressed). Returns how many leading bytes it consumed (the core drops them), or
+     * -1 with err to abort. Lets a list be decoded while it downloads. */
+    long (*on_body)(void *payload, long status, const char *ctype, size_t total,
+                    const char *buf, size_t len, int done, vmdr_err *err);
     void *payload;
 } vmdr_k8s_req;
 

@@ -371,6 +371,64 @@ describe("vmdr.k8s request buffers", function()
   end)
 end)
 
+-- A list asks the Lua state's pool to map and fault in its memory ahead, on another CPU
+-- (runtime/alloc.h vmdr_pool_prefault), from the body's announced length; each list runs
+-- in a fresh vmdr-run so the pool starts empty. Without a pool (sanitizer builds,
+-- VMDR_LUA_ALLOC=malloc) there is nothing to ask.
+describe("vmdr.k8s prefaults the pool for a list", function()
+  local script = [[
+    local k8s = require "vmdr.k8s"
+    local mem = require "vmdr.mem"
+    local ctx = ...
+    local c = assert(k8s.client { kubeconfig = ctx.args[1] })
+    local l = assert(c:list("vm", { limit = tonumber(ctx.args[2]) }))
+    local p = mem.stats().pool
+    if not p then print(#l.items, "nopool") return end
+    print(#l.items, p.asked, p.prefaulted, p.ready, p.regions)
+  ]]
+  local function run(s, limit)
+    local f = h.tmpdir("pf") .. "/list.lua"
+    h.write(f, script)
+    local r = h.run({ f, "--", s.kubeconfig, tostring(limit) })
+    assert.equals(0, r.code, r.stderr)
+    local n, asked, pre, ready, regions = r.stdout:match("^(%d+)%s+(%S+)%s*(%d*)%s*(%d*)%s*(%d*)")
+    return tonumber(n), asked, tonumber(pre), tonumber(ready), tonumber(regions)
+  end
+  local cpus = tonumber((h.capture("nproc"):gsub("%s+$", "")))
+
+  for _, gz in ipairs { false, true } do
+    it(gz and "not for a compressed body, whose length says nothing" or
+      "from the body's length, one request and pages alike; nothing made ahead is left", function()
+      local s = kt.sim { generate = 2000, tls = true, token = "pf-token-12345", args = gz and { "--gzip" } or nil }
+      local ok, err = pcall(function()
+        -- the JSON of one request: about 4.2 MB, so the list asks for some 11 MB
+        for _, limit in ipairs { 0, 250 } do
+          local n, asked, pre, ready, regions = run(s, limit)
+          assert.equals(2000, n)
+          if asked ~= "nopool" then
+            asked = tonumber(asked)
+            if gz or cpus < 2 then
+              assert.equals(0, asked) -- (one CPU: the faults would only move, not overlap)
+            else
+              -- 2.75x the JSON in 2 MiB regions, less the pool's free room: about 6 for one
+              -- request; for pages, each page's share as it comes
+              assert.is_true(asked >= (limit == 0 and 3 or 1) and asked <= 10, "asked " .. asked)
+              assert.is_true(regions >= asked - 2, "asked " .. asked .. " of " .. regions .. " regions")
+            end
+            assert.is_true(pre <= asked)
+            assert.equals(0, ready) -- what was made ahead and not taken went back
+          else
+            -- no pool: only where the spec's own state has none either
+            assert.is_nil(require("vmdr.mem").stats().pool)
+          end
+        end
+      end)
+      s.stop()
+      assert(ok, err)
+    end)
+  end
+end)
+
 describe("vmdr.k8s against vmdr-sim --gzip", function()
   it("lists, gets and watches through compressed responses", function()
     on_own_sim({ generate = 300, tls = true, token = "gzip-token-12345", args = { "--gzip" } },
