@@ -298,6 +298,7 @@ describe("vmdr.git over file:// and a path", function()
       assert(git.clone(url, wd, { worktree = worktree })):close()
       local gd = worktree and wd .. "/.git/" or wd .. "/"
       local left = { "index.lock", "HEAD.lock", "config.lock", "packed-refs.lock", "refs/heads/main.lock",
+        "FETCH_HEAD.lock", "ORIG_HEAD.lock", "refs/remotes/origin/main.lock",
         "objects/pack/pack_git2_27cbcf7da923dc19", "objects/tmp_object_git2_a1b2c3",
         "vmdr-repack/pack_git2_1237615c5d8370ef", "vmdr-repack/pack-0123.idx" }
       local kept = { "objects/pack/my_pack_git2_note", "objects/tmp_object_kept", "vmdr-repackage" }

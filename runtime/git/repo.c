@@ -1232,8 +1232,9 @@ static void remove_prefixed(const char *dir, const char *prefix)
  * the clone's lock held, none is a live writer's. */
 static void remove_lock_files(const char *gitdir, const char *branch)
 {
-    static const char *const fixed[] = {"index.lock", "HEAD.lock", "config.lock",
-                                        "packed-refs.lock", "ORIG_HEAD.lock", NULL};
+    static const char *const fixed[] = {"index.lock",     "HEAD.lock",       "config.lock",
+                                        "packed-refs.lock", "ORIG_HEAD.lock", "FETCH_HEAD.lock",
+                                        NULL};
     char p[8192];
     for (int i = 0; fixed[i]; i++) {
         snprintf(p, sizeof p, "%s%s", gitdir, fixed[i]);
