@@ -148,6 +148,15 @@ static int split_path(const char *path, char *dir, size_t dsz, const char **base
     return **base == '\0' ? -1 : 0;
 }
 
+/* flock(fd, LOCK_EX), again after a signal: 0 or -1 with errno. */
+static int flock_ex(int fd)
+{
+    int rc;
+    while ((rc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
+        ;
+    return rc;
+}
+
 /* Gives the temp name's last 6 characters (its "XXXXXX") random letters and digits. */
 static void tmp_fill(char *tmp)
 {
@@ -179,12 +188,10 @@ static int tmp_linked(const char *dir, char *tmp, int mode, const void *buf, siz
     if (knob != NULL && strcmp(knob, "0") == 0)
         return -1;
     char proc[64];
-    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600), lrc;
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
-    while ((lrc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
-        ;
-    if (lrc != 0 || fchmod(fd, (mode_t)mode) != 0 || write_all(fd, buf, len) != 0 ||
+    if (flock_ex(fd) != 0 || fchmod(fd, (mode_t)mode) != 0 || write_all(fd, buf, len) != 0 ||
         fsync(fd) != 0)
         goto fail;
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
@@ -212,12 +219,10 @@ static int tmp_named(const char *path, char *tmp, int mode, const void *buf, siz
     struct stat st;
     for (int attempt = 0;; attempt++) {
         memcpy(tmp + strlen(tmp) - 6, "XXXXXX", 6);
-        int fd = mkostemp(tmp, O_CLOEXEC), lrc;
+        int fd = mkostemp(tmp, O_CLOEXEC);
         if (fd < 0)
             return vmdr_fs_errno(e, errno, "write", path), -1;
-        while ((lrc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
-            ;
-        if (lrc != 0 || fstat(fd, &st) != 0)
+        if (flock_ex(fd) != 0 || fstat(fd, &st) != 0)
             goto fail;
         if (st.st_nlink == 0) {
             close(fd);

@@ -9,6 +9,8 @@
 /* Appended to an error caused by ENOSPC, so the log names the cause an operator fixes. */
 /* maint.c stages a merged pack here, in the git directory (repo.c clears it when locked) */
 #define VMDR_GIT_REPACK_STAGE "vmdr-repack"
+/* Removes the regular files of dir whose names start with prefix ("": all of them). */
+void vmdr_git__remove_files(const char *dir, const char *prefix);
 #define NOSPACE_HINT " (ENOSPC: the disk holding the clone is full)"
 
 typedef struct git_change {

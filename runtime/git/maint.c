@@ -202,22 +202,6 @@ static size_t geometric_split(const pack_info *p, size_t n, size_t max_packs)
     return split < 2 ? 0 : split;
 }
 
-static void clean_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    char p[4400];
-    if (!d)
-        return;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-        unlink(p);
-    }
-    closedir(d);
-}
-
 /* Links stage/pack-<name>.{pack,idx} into dir, the index last. EEXIST is fine: a pack of
  * that name holds the same objects (the name is a hash of them). */
 static int link_in(const char *stage, const char *dir, const char *name, vmdr_err *e)
@@ -307,7 +291,7 @@ int vmdr_git_maintain(vmdr_git_repo *r, const vmdr_git_maint_opts *o, vmdr_git_m
     /* The cheap part first: one directory read; what a killed run left goes with it. */
     if (list_packs(dir, &packs, &npacks, &visible, 1, e) < 0)
         goto done;
-    clean_dir(stage);
+    vmdr_git__remove_files(stage, "");
     rmdir(stage);
     st->packs_before = st->packs_after = visible;
     if (visible <= max_packs) {
@@ -402,7 +386,7 @@ int vmdr_git_maintain(vmdr_git_repo *r, const vmdr_git_maint_opts *o, vmdr_git_m
     failpoint("maint-after-index");
     if (link_in(stage, dir, name, e) < 0)
         goto done;
-    clean_dir(stage);
+    vmdr_git__remove_files(stage, "");
     rmdir(stage);
     failpoint("maint-after-link");
     snprintf(path, sizeof path, "%s/pack-%s.idx", dir, name);

@@ -1206,8 +1206,9 @@ done:
     return ret;
 }
 
-/* Removes the regular files of dir whose names start with prefix. */
-static void remove_prefixed(const char *dir, const char *prefix)
+/* Removes the regular files of dir whose names start with prefix ("" for all of them);
+ * never a link or a directory. */
+void vmdr_git__remove_files(const char *dir, const char *prefix)
 {
     DIR *d = opendir(dir);
     struct dirent *de;
@@ -1228,8 +1229,8 @@ static void remove_prefixed(const char *dir, const char *prefix)
 
 /* Lock files and temporary files: a run killed while fetching or committing leaves
  * objects/pack/pack_git2_<random> (libgit2's indexer: a pack being received or written),
- * objects/tmp_object_git2_<random> (a loose object) or files in the repack stage. None is ever read back; with
- * the clone's lock held, none is a live writer's. */
+ * objects/tmp_object_git2_<random> (a loose object) or files in the repack stage. None
+ * is ever read back; with the clone's lock held, none is a live writer's. */
 static void remove_lock_files(const char *gitdir, const char *branch)
 {
     static const char *const fixed[] = {"index.lock",     "HEAD.lock",       "config.lock",
@@ -1245,13 +1246,13 @@ static void remove_lock_files(const char *gitdir, const char *branch)
     snprintf(p, sizeof p, "%srefs/remotes/origin/%s.lock", gitdir, branch);
     unlink(p);
     snprintf(p, sizeof p, "%sobjects/pack", gitdir);
-    remove_prefixed(p, "pack_git2_");
+    vmdr_git__remove_files(p, "pack_git2_");
     snprintf(p, sizeof p, "%sobjects", gitdir);
-    remove_prefixed(p, "tmp_object_git2_");
+    vmdr_git__remove_files(p, "tmp_object_git2_");
     /* maint.c's staging directory: what a merge killed half-way left (maintain clears it
      * too, but only a run that commits gets that far) */
     snprintf(p, sizeof p, "%s" VMDR_GIT_REPACK_STAGE, gitdir);
-    remove_prefixed(p, "");
+    vmdr_git__remove_files(p, "");
     rmdir(p);
 }
 
