@@ -71,6 +71,7 @@ static void walk(lua_State *L, tape *t, int idx)
     idx = lua_absindex(L, idx);
     switch (lua_type(L, idx)) {
     case LUA_TTABLE: {
+        luaL_checkstack(L, 4, "floor.tape"); /* recursion: a few slots per level */
         int is_arr = 0;
         if (lua_getmetatable(L, idx)) {
             is_arr = 1;
@@ -157,6 +158,9 @@ static size_t build(lua_State *L, const tape *t, size_t pos)
     const ent *e = &t->e[pos++];
     switch (e->type) {
     case T_OBJ:
+        /* recursion: a table, a key and a value per level (containers only: the decoder
+         * checks its stack per container too) */
+        luaL_checkstack(L, 4, "floor.build");
         lua_createtable(L, 0, (int)e->n);
         for (uint32_t i = 0; i < e->n; i++) {
             const ent *k = &t->e[pos++];
@@ -166,6 +170,7 @@ static size_t build(lua_State *L, const tape *t, size_t pos)
         }
         break;
     case T_ARR:
+        luaL_checkstack(L, 4, "floor.build");
         lua_createtable(L, (int)e->n, 0);
         for (uint32_t i = 0; i < e->n; i++) {
             pos = build(L, t, pos);
@@ -196,7 +201,6 @@ static size_t build(lua_State *L, const tape *t, size_t pos)
 static int l_build(lua_State *L)
 {
     tape *t = luaL_checkudata(L, 1, "vmdr.bench.tape");
-    luaL_checkstack(L, 200, "floor.build");
     build(L, t, 0);
     return 1;
 }
