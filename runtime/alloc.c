@@ -528,15 +528,13 @@ void vmdr_pool_get_stats(vmdr_pool *p, vmdr_pool_stats *out)
     out->chunks_used = p->chunks_used;
     out->chunks_empty = p->nempty;
     out->blocks = p->blocks;
-    if (p->started)
-        pthread_mutex_lock(&p->mu);
+    pthread_mutex_lock(&p->mu); /* the prefault thread's counters */
     out->prefaulted = p->prefaulted;
     out->asked = p->asked;
     out->fast = p->fast;
     out->pending = p->want + p->inflight;
     out->ready = p->nready;
-    if (p->started)
-        pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->mu);
 }
 
 void vmdr_pool_delete(vmdr_pool *p)

@@ -218,11 +218,8 @@ static long list_hook(void *payload, long status, const char *ctype, size_t tota
     if (!ls->decided) {
         ls->decided = 1;
         ls->passive = status != 200 || ctype == NULL || strstr(ctype, "json") == NULL;
-        void *ud;
-        if (!ls->passive && total > 0 && lua_getallocf(ls->L, &ud) == vmdr_pool_lalloc) {
-            ls->pool = ud;
-            vmdr_pool_prefault(ud, (size_t)((double)total * LIST_POOL_RATIO));
-        }
+        if (!ls->passive && total > 0 && (ls->pool = vmdr_lua_pool(ls->L)) != NULL)
+            vmdr_pool_prefault(ls->pool, (size_t)((double)total * LIST_POOL_RATIO));
     }
     if (ls->passive)
         return 0;

@@ -1,5 +1,7 @@
 #include "lutil.h"
 
+#include "alloc.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -227,4 +229,10 @@ void vmdr_push_redacted(lua_State *L, const char *s, size_t len)
         lua_replace(L, -3);  /* stack: secrets new secret */
     }
     lua_remove(L, -2); /* stack: redacted */
+}
+
+struct vmdr_pool *vmdr_lua_pool(lua_State *L)
+{
+    void *ud;
+    return lua_getallocf(L, &ud) == vmdr_pool_lalloc ? ud : NULL;
 }

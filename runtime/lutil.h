@@ -36,6 +36,10 @@ void vmdr_push_redacted(lua_State *L, const char *s, size_t len);
 /* 1 when s holds a registered secret (children do not inherit such variables). */
 int vmdr_secret_in(lua_State *L, const char *s, size_t len);
 
+/* The Lua state's pool allocator (alloc.h), or NULL when the state runs on another one
+ * (VMDR_LUA_ALLOC=malloc, sanitizer builds). */
+struct vmdr_pool *vmdr_lua_pool(lua_State *L);
+
 /* The process-wide interrupt flag (SIGINT/SIGTERM), the only mutable global (host.c). */
 int vmdr_interrupted(void);
 int vmdr_interrupt_signal(void);

@@ -81,9 +81,9 @@ static int mem_rss(lua_State *L)
 static int mem_trim(lua_State *L)
 {
 #if VMDR_CAN_TRIM
-    void *ud;
-    if (lua_getallocf(L, &ud) == vmdr_pool_lalloc)
-        vmdr_pool_trim(ud); /* the host's pool: its cached empty chunks */
+    vmdr_pool *pool = vmdr_lua_pool(L);
+    if (pool)
+        vmdr_pool_trim(pool); /* the host's pool: its cached empty chunks */
     malloc_trim(0);
 #endif
     lua_pushboolean(L, VMDR_CAN_TRIM);
@@ -103,10 +103,10 @@ static int mem_stats(lua_State *L)
     size_t lua_bytes = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
     lua_createtable(L, 0, 3);
     set_size(L, "lua", lua_bytes);
-    void *ud;
-    if (lua_getallocf(L, &ud) == vmdr_pool_lalloc) {
+    vmdr_pool *pool = vmdr_lua_pool(L);
+    if (pool) {
         vmdr_pool_stats ps;
-        vmdr_pool_get_stats(ud, &ps);
+        vmdr_pool_get_stats(pool, &ps);
         lua_createtable(L, 0, 9); /* stack: stats pool */
         set_size(L, "regions", ps.regions);
         set_size(L, "chunks_used", ps.chunks_used);
@@ -135,11 +135,10 @@ static int mem_prefault(lua_State *L)
 {
     lua_Integer n = luaL_checkinteger(L, 1);
     luaL_argcheck(L, n >= 0, 1, "must not be negative");
-    void *ud;
-    int pool = lua_getallocf(L, &ud) == vmdr_pool_lalloc;
+    vmdr_pool *pool = vmdr_lua_pool(L);
     if (pool)
-        vmdr_pool_prefault(ud, (size_t)n);
-    lua_pushboolean(L, pool);
+        vmdr_pool_prefault(pool, (size_t)n);
+    lua_pushboolean(L, pool != NULL);
     return 1;
 }
 
