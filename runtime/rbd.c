@@ -309,11 +309,12 @@ static void check_item(lua_State *L, int idx, vmdr_rbd_item *it)
 }
 
 /* cluster:batch(op, images [, { parallel=8, force=false, mode="snapshot", retry=0,
- *                               flatten=false, engine="threads"|"aio" }])
+ *                               flatten=false, engine="threads"|"aio", nudge=2 }])
  *   -> results, summary
  * op: promote | demote | enable | disable | resync | status | snapshot.
  * results[i] (same order as images): { image="pool/name", result="ok"|"already"|"failed",
  *   err={code,message,status}|nil, seconds=, snap_id= (snapshot, demote), attempts= (promote),
+ *   nudges= (forced promote: header notifications sent, when any),
  *   flattened=true (enable with flatten=true on a clone),
  *   status={...} (status op) }; summary = { ok=, already=, failed=, seconds= }.
  * Worker threads never touch the Lua state: items are marshalled first and pushed after the
@@ -335,6 +336,20 @@ static int cluster_batch(lua_State *L)
     luaL_argcheck(L, strcmp(engine, "threads") == 0 || strcmp(engine, "aio") == 0, 4,
                   "engine must be 'threads' or 'aio'");
     lua_Number retry = vmdr_opt_number(L, 4, "retry", 0);
+    /* nudge: seconds into a forced promote before its header is notified (core.c "nudger");
+     * false or 0: never */
+    lua_Number nudge = VMDR_RBD_NUDGE_AFTER;
+    if (lua_istable(L, 4)) {
+        lua_getfield(L, 4, "nudge");
+        if (lua_isboolean(L, -1))
+            nudge = lua_toboolean(L, -1) ? VMDR_RBD_NUDGE_AFTER : 0;
+        else if (lua_type(L, -1) == LUA_TNUMBER)
+            nudge = lua_tonumber(L, -1);
+        else if (!lua_isnil(L, -1))
+            nudge = -1; /* refused just below */
+        lua_pop(L, 1);
+    }
+    luaL_argcheck(L, nudge >= 0 && nudge <= 3600, 4, "nudge must be false or 0..3600 seconds");
 
     lua_Integer n = luaL_len(L, 3);
     vmdr_rbd_batch *b = lua_newuserdatauv(L, sizeof *b, 0); /* stack: ... box */
@@ -346,6 +361,7 @@ static int cluster_batch(lua_State *L)
     b->force = vmdr_opt_boolean(L, 4, "force", 0);
     b->use_aio = strcmp(engine, "aio") == 0;
     b->retry = retry;
+    b->nudge = nudge;
     b->flatten = vmdr_opt_boolean(L, 4, "flatten", 0);
     b->interrupted = vmdr_interrupted;
     snprintf(b->mode, sizeof b->mode, "%s", mode);
@@ -428,6 +444,10 @@ static int cluster_batch(lua_State *L)
         if (op == VMDR_RBD_OP_PROMOTE && it->attempts) {
             lua_pushinteger(L, it->attempts);
             lua_setfield(L, -2, "attempts");
+        }
+        if (it->nudges) {
+            lua_pushinteger(L, it->nudges);
+            lua_setfield(L, -2, "nudges");
         }
         if (it->status && it->outcome != VMDR_RBD_DONE_FAILED) {
             push_mirror_status(L, it->status);
@@ -542,7 +562,7 @@ static int image_promote(lua_State *L)
     int force = lua_toboolean(L, 2), already;
     vmdr_err e;
     vmdr_err_clear(&e);
-    if (vmdr_rbd_promote(&li->im, force, &already, &e) < 0)
+    if (vmdr_rbd_promote(&li->im, force, VMDR_RBD_NUDGE_AFTER, NULL, &already, &e) < 0)
         return vmdr_push_err(L, &e);
     return push_outcome(L, already);
 }

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,7 @@ void vmdr_rbd_item_run(vmdr_rbd_batch *b, vmdr_rbd_item *it, rados_ioctx_t *io,
     vmdr_err_clear(&it->err);
     it->outcome = VMDR_RBD_DONE_FAILED;
     it->attempts = 0;
+    it->nudges = 0;
 
     if (*io && !same_pool(io_spec, &it->spec)) {
         rados_ioctx_destroy(*io);
@@ -67,7 +69,7 @@ void vmdr_rbd_item_run(vmdr_rbd_batch *b, vmdr_rbd_item *it, rados_ioctx_t *io,
         for (;;) {
             it->attempts++;
             vmdr_err_clear(&it->err);
-            rc = vmdr_rbd_promote(&im, b->force, &already, &it->err);
+            rc = vmdr_rbd_promote(&im, b->force, b->nudge, &it->nudges, &already, &it->err);
             /* a graceful promote right after the peer's demotion is refused until the
              * demotion snapshot synced (EBUSY), then briefly while rbd-mirror still holds the
              * lock (EROFS): NOTES-ceph "orderly failback is racy". A forced promote can meet
@@ -241,7 +243,16 @@ typedef struct aio_slot {
     int queued_next; /* index in the done queue list */
     int waiting;     /* a refused promote, to be issued again at retry_at */
     double retry_at;
+    double nudge_at; /* a forced promote in flight: notify its header then (0: never) */
+    char oid[96];    /* its header object, "" until known */
 } aio_slot;
+
+/* Header notifications of the aio engine's nudges (core.c "nudger"), kept until they end. */
+typedef struct aio_notify {
+    rados_completion_t comp;
+    char *reply;
+    size_t reply_len;
+} aio_notify;
 
 typedef struct aio_state {
     pthread_mutex_t mu;
@@ -282,6 +293,9 @@ static int aio_issue(aio_slot *s, vmdr_rbd_batch *b, rados_ioctx_t io)
         break;
     case ST_OP:
         it->attempts++;
+        s->nudge_at = b->op == VMDR_RBD_OP_PROMOTE && b->force && b->nudge > 0
+                          ? vmdr_rbd_now() + b->nudge
+                          : 0;
         rc = b->op == VMDR_RBD_OP_PROMOTE
                  ? rbd_aio_mirror_image_promote(s->img, b->force != 0, s->comp)
                  : rbd_aio_mirror_image_demote(s->img, s->comp);
@@ -369,6 +383,7 @@ static int aio_advance(aio_slot *s, vmdr_rbd_batch *b, rados_ioctx_t io, int rc,
             }
         } else if (s->step == ST_OP) {
             s->rc_op = rc;
+            s->nudge_at = 0;
             if (rc < 0 && aio_may_retry(s, b, rc, cancel)) {
                 s->waiting = 1;
                 s->retry_at = vmdr_rbd_now() + 0.1;
@@ -406,6 +421,54 @@ finished:
     return 1;
 }
 
+/* Ends the notifications that are done (all of them, waiting, when wait is set). */
+static void aio_notifies_reap(aio_notify *nl, int *nn, int wait)
+{
+    int k = 0;
+    for (int i = 0; i < *nn; i++) {
+        if (!wait && !rados_aio_is_complete(nl[i].comp)) {
+            nl[k++] = nl[i];
+            continue;
+        }
+        rados_aio_wait_for_complete(nl[i].comp);
+        rados_aio_release(nl[i].comp);
+        rados_buffer_free(nl[i].reply);
+    }
+    *nn = k;
+}
+
+/* Sends the nudges that are due (nl has room for one per slot: a slot sends at most one
+ * every second and a notification ends within its 1 s timeout; when full, it waits). */
+static void aio_nudge(aio_slot *slots, int n, vmdr_rbd_batch *b, aio_notify *nl, int *nn,
+                      aio_pool **pools, int *npools)
+{
+    double now = vmdr_rbd_now();
+    for (int i = 0; i < n; i++) {
+        aio_slot *s = &slots[i];
+        if (s->step != ST_OP || s->waiting || s->nudge_at <= 0 || now < s->nudge_at)
+            continue;
+        s->nudge_at = now + 1.0;
+        vmdr_rbd_item *it = &b->items[s->item];
+        char id[64];
+        if (!s->oid[0] && rbd_get_id(s->img, id, sizeof id) == 0)
+            snprintf(s->oid, sizeof s->oid, "rbd_header.%s", id);
+        rados_ioctx_t io = aio_ioctx(pools, npools, b, it);
+        if (!s->oid[0] || !io)
+            continue;
+        aio_notifies_reap(nl, nn, *nn >= 2 * n);
+        aio_notify *no = &nl[*nn];
+        memset(no, 0, sizeof *no);
+        if (rados_aio_create_completion2(NULL, NULL, &no->comp) < 0)
+            continue;
+        if (rados_aio_notify(io, s->oid, no->comp, "", 0, 1000, &no->reply, &no->reply_len) < 0) {
+            rados_aio_release(no->comp);
+            continue;
+        }
+        (*nn)++;
+        it->nudges++;
+    }
+}
+
 static int run_aio(vmdr_rbd_batch *b, vmdr_err *e)
 {
     int n = b->parallel < 1 ? 1 : b->parallel;
@@ -415,13 +478,15 @@ static int run_aio(vmdr_rbd_batch *b, vmdr_err *e)
     aio_slot *slots = calloc((size_t)(n ? n : 1), sizeof *slots);
     int *free_slots = calloc((size_t)(n ? n : 1), sizeof *free_slots);
     as.doneq = calloc((size_t)(n ? n : 1), sizeof *as.doneq);
+    aio_notify *notifies = calloc((size_t)(2 * (n ? n : 1)), sizeof *notifies);
     aio_pool *pools = NULL;
-    int npools = 0, nfree = n, inflight = 0;
+    int npools = 0, nfree = n, inflight = 0, nnotifies = 0;
     size_t next = 0;
-    if (!slots || !free_slots || !as.doneq) {
+    if (!slots || !free_slots || !as.doneq || !notifies) {
         free(slots);
         free(free_slots);
         free(as.doneq);
+        free(notifies);
         return vmdr_err_set(e, "nomem", ENOMEM, "out of memory");
     }
     as.ndone = 0;
@@ -446,8 +511,11 @@ static int run_aio(vmdr_rbd_batch *b, vmdr_err *e)
             s->already = 0;
             s->have_mi = 0;
             s->waiting = 0;
+            s->nudge_at = 0;
+            s->oid[0] = '\0';
             s->t0 = vmdr_rbd_now();
             it->attempts = 0;
+            it->nudges = 0;
             it->outcome = VMDR_RBD_DONE_FAILED;
             vmdr_err_clear(&it->err);
             rados_ioctx_t io = aio_ioctx(&pools, &npools, b, it);
@@ -466,16 +534,24 @@ static int run_aio(vmdr_rbd_batch *b, vmdr_err *e)
                 break;
             continue;
         }
-        /* wait for completions, or for the first retry that is due */
+        /* wait for completions, or for the first retry or nudge that is due */
         pthread_mutex_lock(&as.mu);
         while (as.ndone == 0) {
-            double due = 0;
-            for (int i = 0; i < n; i++)
+            double due = 0, nudge = 0;
+            for (int i = 0; i < n; i++) {
                 if (slots[i].waiting && (due == 0 || slots[i].retry_at < due))
                     due = slots[i].retry_at;
+                if (slots[i].step == ST_OP && !slots[i].waiting && slots[i].nudge_at > 0 &&
+                    (nudge == 0 || slots[i].nudge_at < nudge))
+                    nudge = slots[i].nudge_at;
+            }
             double now = vmdr_rbd_now();
             if (due > 0 && (cancel || now >= due))
                 break;
+            if (nudge > 0 && now >= nudge)
+                break;
+            if (nudge > 0 && (due == 0 || nudge < due))
+                due = nudge;
             long ms = due > 0 && due - now < 0.1 ? (long)((due - now) * 1000) + 1 : 100;
             struct timespec ts;
             deadline_in(&ts, ms);
@@ -499,6 +575,8 @@ static int run_aio(vmdr_rbd_batch *b, vmdr_err *e)
                 free_slots[nfree++] = s->queued_next;
             }
         }
+        aio_nudge(slots, n, b, notifies, &nnotifies, &pools, &npools);
+        aio_notifies_reap(notifies, &nnotifies, 0);
         /* refused promotes: again when due; on an interrupt they end with their last error */
         for (int i = 0; i < n; i++) {
             aio_slot *s = &slots[i];
@@ -517,6 +595,8 @@ static int run_aio(vmdr_rbd_batch *b, vmdr_err *e)
     }
     if (next < b->n)
         mark_interrupted(b, next);
+    aio_notifies_reap(notifies, &nnotifies, 1);
+    free(notifies);
     for (int i = 0; i < npools; i++)
         rados_ioctx_destroy(pools[i].io);
     free(pools);

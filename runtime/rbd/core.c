@@ -487,7 +487,115 @@ static int need_enabled(const vmdr_rbd_mirror_info *mi, const char *what, vmdr_r
     return 0;
 }
 
-int vmdr_rbd_promote(vmdr_rbd_image *im, int force, int *already, vmdr_err *e)
+/* A forced promote of an image the local rbd-mirror still replays (librbd 16.2,
+ * mirror/snapshot/PromoteRequest) writes an orphan snapshot, then lists the image's
+ * watchers until rbd-mirror has let go. While it is still there, librbd waits for a header
+ * update notification, checked on a 1-second timer, or for 5 ticks without one. rbd-mirror
+ * letting go sends no notification, so a promote that finds it still there after its first
+ * wait sits out the full 5 s (one or two such images set a batch's wall time:
+ * docs/bench/rbd.md). The nudger sends an empty notification on the image's header (read
+ * as a header update) once the promote has run `after` seconds, then every `every` seconds
+ * until it ends; the wait then ends at librbd's next tick. */
+typedef struct nudger {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;
+    rados_ioctx_t io;
+    char oid[96];
+    double after, every;
+    int sent;
+} nudger;
+
+/* at: seconds on vmdr_rbd_now's clock (CLOCK_MONOTONIC), as the nudger's condvar uses */
+static void abs_time(struct timespec *ts, double at)
+{
+    ts->tv_sec = (time_t)at;
+    ts->tv_nsec = (long)((at - (double)ts->tv_sec) * 1e9);
+}
+
+static void *nudge_main(void *arg)
+{
+    nudger *n = arg;
+    rados_completion_t pending = NULL;
+    char *reply = NULL;
+    size_t reply_len = 0;
+    double due = vmdr_rbd_now() + n->after;
+    pthread_mutex_lock(&n->mu);
+    while (!n->stop) {
+        if (vmdr_rbd_now() < due) {
+            struct timespec ts;
+            abs_time(&ts, due);
+            pthread_cond_timedwait(&n->cv, &n->mu, &ts);
+            continue;
+        }
+        pthread_mutex_unlock(&n->mu);
+        if (pending && rados_aio_is_complete(pending)) {
+            rados_aio_release(pending);
+            pending = NULL;
+            rados_buffer_free(reply);
+            reply = NULL;
+        }
+        /* at most one in flight: a watcher that does not answer holds it to its timeout */
+        if (!pending && rados_aio_create_completion2(NULL, NULL, &pending) == 0) {
+            if (rados_aio_notify(n->io, n->oid, pending, "", 0, 1000, &reply, &reply_len) < 0) {
+                rados_aio_release(pending);
+                pending = NULL;
+            } else {
+                n->sent++;
+            }
+        }
+        pthread_mutex_lock(&n->mu);
+        due = vmdr_rbd_now() + n->every;
+    }
+    pthread_mutex_unlock(&n->mu);
+    if (pending) {
+        rados_aio_wait_for_complete(pending);
+        rados_aio_release(pending);
+        rados_buffer_free(reply);
+    }
+    return NULL;
+}
+
+/* Starts a nudger for im (0), or returns -1 (no nudging: the promote runs as it would). */
+static int nudge_start(nudger *n, pthread_t *th, vmdr_rbd_image *im, double after)
+{
+    char id[64];
+    memset(n, 0, sizeof *n);
+    if (rbd_get_id(im->img, id, sizeof id) < 0)
+        return -1;
+    snprintf(n->oid, sizeof n->oid, "rbd_header.%s", id);
+    n->io = im->io;
+    n->after = after;
+    n->every = 1.0;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&n->mu, NULL);
+    pthread_cond_init(&n->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(th, NULL, nudge_main, n) != 0) {
+        pthread_mutex_destroy(&n->mu);
+        pthread_cond_destroy(&n->cv);
+        return -1;
+    }
+    return 0;
+}
+
+/* Stops the nudger; returns how many notifications it sent. */
+static int nudge_stop(nudger *n, pthread_t th)
+{
+    pthread_mutex_lock(&n->mu);
+    n->stop = 1;
+    pthread_cond_signal(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+    pthread_join(th, NULL);
+    pthread_mutex_destroy(&n->mu);
+    pthread_cond_destroy(&n->cv);
+    return n->sent;
+}
+
+int vmdr_rbd_promote(vmdr_rbd_image *im, int force, double nudge_after, int *nudges,
+                     int *already, vmdr_err *e)
 {
     vmdr_rbd_mirror_info mi;
     *already = 0;
@@ -497,7 +605,15 @@ int vmdr_rbd_promote(vmdr_rbd_image *im, int force, int *already, vmdr_err *e)
         *already = 1;
         return 0;
     }
+    nudger n;
+    pthread_t th;
+    int nudging = force && nudge_after > 0 && nudge_start(&n, &th, im, nudge_after) == 0;
     int rc = rbd_mirror_image_promote(im->img, force != 0);
+    if (nudging) {
+        int sent = nudge_stop(&n, th);
+        if (nudges)
+            *nudges += sent;
+    }
     if (rc == -EBUSY && !force)
         return vmdr_err_set(e, "busy", EBUSY,
                             "graceful promote refused: the peer is still primary or its demotion "

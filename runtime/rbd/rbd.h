@@ -120,7 +120,14 @@ int vmdr_rbd_get_mirror_status(vmdr_rbd_mirror_status *out, vmdr_rbd_image *im, 
 /* mode: "snapshot" | "journal". *already is set when it was enabled before. */
 int vmdr_rbd_mirror_enable(vmdr_rbd_image *im, const char *mode, int *already, vmdr_err *e);
 int vmdr_rbd_mirror_disable(vmdr_rbd_image *im, int force, int *already, vmdr_err *e);
-int vmdr_rbd_promote(vmdr_rbd_image *im, int force, int *already, vmdr_err *e);
+#define VMDR_RBD_NUDGE_AFTER 2.0 /* seconds; see vmdr_rbd_promote */
+
+/* A forced promote sends an empty header notification after nudge_after seconds and every
+ * second after that, while it runs (<= 0: never): it ends librbd's wait for rbd-mirror at
+ * the next tick instead of after 5 s (core.c, "nudger"). *nudges (may be NULL) is increased
+ * by the notifications sent. */
+int vmdr_rbd_promote(vmdr_rbd_image *im, int force, double nudge_after, int *nudges,
+                     int *already, vmdr_err *e);
 /* *snap_id gets the demotion snapshot's id (0 if none was found). */
 int vmdr_rbd_demote(vmdr_rbd_image *im, int *already, uint64_t *snap_id, vmdr_err *e);
 int vmdr_rbd_resync(vmdr_rbd_image *im, vmdr_err *e);
@@ -165,6 +172,7 @@ typedef struct vmdr_rbd_item {
     double seconds;
     uint64_t snap_id;            /* snapshot, demote */
     int attempts;                /* promote with retry */
+    int nudges;                  /* forced promote: header notifications sent */
     int flattened;               /* enable with flatten */
     vmdr_rbd_mirror_status *status; /* status op: malloc'ed, freed by vmdr_rbd_batch_free */
 } vmdr_rbd_item;
@@ -176,6 +184,7 @@ typedef struct vmdr_rbd_batch {
     int force;
     int use_aio;       /* promote/demote/status: librbd's async API from one thread */
     double retry;      /* seconds to retry a promote on EROFS (and a graceful one on EBUSY) */
+    double nudge;      /* forced promote: notify the header after this many seconds; <= 0 never */
     char mode[16];     /* enable */
     int flatten;       /* enable: flatten a clone first (a clone cannot be mirrored) */
     int (*interrupted)(void); /* polled by the waiting thread; NULL: never */
