@@ -437,8 +437,9 @@ static void aio_notifies_reap(aio_notify *nl, int *nn, int wait)
     *nn = k;
 }
 
-/* Sends the nudges that are due (nl has room for one per slot: a slot sends at most one
- * every second and a notification ends within its 1 s timeout; when full, it waits). */
+/* Sends the nudges that are due (nl has room for two per slot: a slot sends one every
+ * VMDR_RBD_NUDGE_EVERY, and a notification ends within VMDR_RBD_NUDGE_TIMEOUT_MS; when
+ * full, it waits for them all). */
 static void aio_nudge(aio_slot *slots, int n, vmdr_rbd_batch *b, aio_notify *nl, int *nn,
                       aio_pool **pools, int *npools)
 {
@@ -447,7 +448,7 @@ static void aio_nudge(aio_slot *slots, int n, vmdr_rbd_batch *b, aio_notify *nl,
         aio_slot *s = &slots[i];
         if (s->step != ST_OP || s->waiting || s->nudge_at <= 0 || now < s->nudge_at)
             continue;
-        s->nudge_at = now + 1.0;
+        s->nudge_at = now + VMDR_RBD_NUDGE_EVERY;
         vmdr_rbd_item *it = &b->items[s->item];
         char id[64];
         if (!s->oid[0] && rbd_get_id(s->img, id, sizeof id) == 0)
@@ -460,7 +461,8 @@ static void aio_nudge(aio_slot *slots, int n, vmdr_rbd_batch *b, aio_notify *nl,
         memset(no, 0, sizeof *no);
         if (rados_aio_create_completion2(NULL, NULL, &no->comp) < 0)
             continue;
-        if (rados_aio_notify(io, s->oid, no->comp, "", 0, 1000, &no->reply, &no->reply_len) < 0) {
+        if (rados_aio_notify(io, s->oid, no->comp, "", 0, VMDR_RBD_NUDGE_TIMEOUT_MS, &no->reply,
+                             &no->reply_len) < 0) {
             rados_aio_release(no->comp);
             continue;
         }

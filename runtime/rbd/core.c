@@ -537,7 +537,8 @@ static void *nudge_main(void *arg)
         }
         /* at most one in flight: a watcher that does not answer holds it to its timeout */
         if (!pending && rados_aio_create_completion2(NULL, NULL, &pending) == 0) {
-            if (rados_aio_notify(n->io, n->oid, pending, "", 0, 1000, &reply, &reply_len) < 0) {
+            if (rados_aio_notify(n->io, n->oid, pending, "", 0, VMDR_RBD_NUDGE_TIMEOUT_MS, &reply,
+                                 &reply_len) < 0) {
                 rados_aio_release(pending);
                 pending = NULL;
             } else {
@@ -566,7 +567,7 @@ static int nudge_start(nudger *n, pthread_t *th, vmdr_rbd_image *im, double afte
     snprintf(n->oid, sizeof n->oid, "rbd_header.%s", id);
     n->io = im->io;
     n->after = after;
-    n->every = 1.0;
+    n->every = VMDR_RBD_NUDGE_EVERY;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -121,6 +121,8 @@ int vmdr_rbd_get_mirror_status(vmdr_rbd_mirror_status *out, vmdr_rbd_image *im, 
 int vmdr_rbd_mirror_enable(vmdr_rbd_image *im, const char *mode, int *already, vmdr_err *e);
 int vmdr_rbd_mirror_disable(vmdr_rbd_image *im, int force, int *already, vmdr_err *e);
 #define VMDR_RBD_NUDGE_AFTER 2.0 /* seconds; see vmdr_rbd_promote */
+#define VMDR_RBD_NUDGE_EVERY 1.0 /* seconds between nudges, once they started */
+#define VMDR_RBD_NUDGE_TIMEOUT_MS 1000 /* a nudge's notification waits this long for acks */
 
 /* A forced promote sends an empty header notification after nudge_after seconds and every
  * second after that, while it runs (<= 0: never): it ends librbd's wait for rbd-mirror at

@@ -88,16 +88,7 @@ describe("storage faults in failover (shared Ceph pair)", function()
 
     teardown(function()
         if s then s.stop() end
-        for _, c in ipairs { b, a } do
-            for _, img in pairs(images) do
-                local i = c:image("rbd", img)
-                if i then
-                    i:mirror_disable(true)
-                    i:close()
-                    c:remove_image("rbd", img)
-                end
-            end
-        end
+        ceph.drop(images, b, a)
     end)
 
     it("status reports each broken image per image (absent, disabled, both primary)", function()

@@ -31,19 +31,9 @@ describe("vmdr.rbd on a two-site pair", function()
 
   teardown(function()
     -- leave nothing behind on the shared pair: disable on the primary removes the peer copy
-    for _, c in ipairs({ a, b }) do
-      if c then
-        local img = c:image("rbd", name)
-        if img then
-          local mi = img:mirror_info()
-          if mi and mi.state ~= "disabled" then img:mirror_disable(true) end
-          img:close()
-          c:remove_image("rbd", name)
-        end
-      end
-    end
     if ia then ia:close() end
     if ib then ib:close() end
+    ceph.drop({ name }, a, b)
     if a then a:close() end
     if b then b:close() end
   end)

@@ -27,20 +27,9 @@ describe("nudging forced promotes", function()
 
   teardown(function()
     -- both sites are primary after the forced promotes: disable and remove on each
-    for _, c in ipairs({ b, a }) do
-      if c then
-        for _, n in ipairs(names) do
-          local img = c:image("rbd", n)
-          if img then
-            local mi = img:mirror_info()
-            if mi and mi.state ~= "disabled" then img:mirror_disable(true) end
-            img:close()
-            c:remove_image("rbd", n)
-          end
-        end
-        c:close()
-      end
-    end
+    ceph.drop(names, b, a)
+    if b then b:close() end
+    if a then a:close() end
   end)
 
   local function check_primary_copy(i)

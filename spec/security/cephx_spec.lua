@@ -69,17 +69,9 @@ describe("vmdr.storage.ceph with least-privilege cephx users", function()
 
     teardown(function()
         if d then d:close() end
-        for _, c in ipairs { a, b } do
-            for _, im in ipairs(images) do
-                local img = c:image(im[1], im[2])
-                if img then
-                    img:mirror_disable(true)
-                    img:close()
-                    c:remove_image(im[1], im[2])
-                end
-            end
-            c:close()
-        end
+        ceph.drop(images, a, b)
+        if a then a:close() end
+        if b then b:close() end
         if user then
             for _, s in ipairs { "a", "b" } do
                 pcall(ceph_cli, s, "auth rm client." .. user)

@@ -127,7 +127,7 @@ describe("vmdr.storage.ceph on the pair", function()
   local function make(ns, size)
     local n = ceph.name("drv")
     assert(a:create_image("rbd", n, size or MiB, { namespace = ns }))
-    names[#names + 1] = { n, ns }
+    names[#names + 1] = { "rbd", n, ns }
     return assert(d:volume(pv_for(n, ns)))
   end
 
@@ -140,17 +140,9 @@ describe("vmdr.storage.ceph on the pair", function()
 
   teardown(function()
     if d then d:close() end
-    for _, c in ipairs({ a, b }) do
-      for _, nn in ipairs(names) do
-        local img = c:image("rbd", nn[1], { namespace = nn[2] })
-        if img then
-          img:mirror_disable(true)
-          img:close()
-          c:remove_image("rbd", nn[1], { namespace = nn[2] })
-        end
-      end
-      c:close()
-    end
+    ceph.drop(names, a, b)
+    if a then a:close() end
+    if b then b:close() end
   end)
 
   -- enable on the source and wait for a complete copy on the DR site
@@ -188,7 +180,7 @@ describe("vmdr.storage.ceph on the pair", function()
     ceph.rbd_cli("a", "snap protect rbd/" .. parent.image .. "@s")
     local clone_name = ceph.name("drvclone")
     ceph.rbd_cli("a", "clone rbd/" .. parent.image .. "@s rbd/" .. clone_name)
-    names[#names + 1] = { clone_name }
+    names[#names + 1] = clone_name
     local clone = assert(d:volume(pv_for(clone_name)))
     local plain = make("ns1")
     local rep = d:enable({ clone, plain })

@@ -78,6 +78,35 @@ function M.image_when_there(c, pool, name, opts, timeout)
   end)
 end
 
+--- Teardown: leaves none of `images` on the clusters given after it (nil ones are skipped).
+--- Each image is a name in pool rbd or { pool, name, namespace }. Mirroring is disabled with
+--- force first, since a copy may be primary on both sites, then the image is removed
+--- (retried while it is busy, up to 10 s: it fails the spec when an image stays behind,
+--- as when the spec still holds it open).
+function M.drop(images, ...)
+  local clusters = table.pack(...)
+  for k = 1, clusters.n do
+    local c = clusters[k]
+    for _, im in pairs(c and images or {}) do
+      local pool, name, ns = "rbd", im, nil
+      if type(im) == "table" then pool, name, ns = im[1], im[2], im[3] end
+      local opts = ns and { namespace = ns } or nil
+      local img = c:image(pool, name, opts)
+      if img then
+        local mi = img:mirror_info()
+        if mi and mi.state ~= "disabled" then img:mirror_disable(true) end
+        img:close()
+        M.eventually("remove " .. pool .. "/" .. name, 10, function()
+          local ok, err = c:remove_image(pool, name, opts)
+          if ok or (err and err.code == "not_found") then return true end
+          if err and err.code ~= "busy" then error("remove " .. name .. ": " .. tostring(err)) end
+          return nil, err
+        end)
+      end
+    end
+  end
+end
+
 --- For each claim in claims: an 8 MiB image (layering, exclusive-lock) named
 --- M.name(prefix .. claim) in pool rbd of cluster c, and the claim's bound PVC and its PV in
 --- fx/<claim>.yaml (namespace ns). Records claim -> image name in `images`.
