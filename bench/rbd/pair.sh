@@ -1,7 +1,22 @@
 # shellcheck shell=bash
-# Sourced by the rbd benches (bash): the CPU used by the pair's daemons, and a wait until
-# they are idle. Needs $dir/pair, the pair's directory (spec/support/ceph-fixture up).
+# Sourced by the rbd benches (bash), which set $top (the source tree) and $run (vmdr-run):
+# a pair of their own, the CPU used by its daemons, and a wait until they are idle.
 pair_tick=$(getconf CLK_TCK)
+
+# Starts a pair (spec/support/ceph-fixture) in a fresh directory /tmp/vmdr-bench-NAME.*
+# ($dir), torn down with it when the script exits; sets $env, its env file, and loads it.
+pair_up() {
+    dir=$(mktemp -d "/tmp/vmdr-bench-$1.XXXXXX")
+    trap '"$top/spec/support/ceph-fixture" down "$dir/pair" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+    "$top/spec/support/ceph-fixture" up "$dir/pair" >/dev/null
+    env=$dir/pair/env
+    # shellcheck disable=SC1090
+    . "$env"
+}
+
+# One untimed step (bench.lua) or one timed batch with per-image figures (items.lua).
+step() { "$run" -q "$top/bench/rbd/bench.lua" -- "$env" "$@"; }
+items() { "$run" -q "$top/bench/rbd/items.lua" -- "$env" "$@"; }
 
 # Clock ticks used so far by the daemons of both sites (mons, OSDs, rbd-mirrors).
 pair_cpu() {

@@ -244,7 +244,7 @@ typedef struct aio_slot {
     int waiting;     /* a refused promote, to be issued again at retry_at */
     double retry_at;
     double nudge_at; /* a forced promote in flight: notify its header then (0: never) */
-    char oid[96];    /* its header object, "" until known */
+    char oid[VMDR_RBD_HEADER_OID_MAX]; /* its header object, "" until known */
 } aio_slot;
 
 /* Header notifications of the aio engine's nudges (core.c "nudger"), kept until they end. */
@@ -450,9 +450,8 @@ static void aio_nudge(aio_slot *slots, int n, vmdr_rbd_batch *b, aio_notify *nl,
             continue;
         s->nudge_at = now + VMDR_RBD_NUDGE_EVERY;
         vmdr_rbd_item *it = &b->items[s->item];
-        char id[64];
-        if (!s->oid[0] && rbd_get_id(s->img, id, sizeof id) == 0)
-            snprintf(s->oid, sizeof s->oid, "rbd_header.%s", id);
+        if (!s->oid[0])
+            vmdr_rbd_header_oid(s->img, s->oid); /* stays "" when the id is unknown */
         rados_ioctx_t io = aio_ioctx(pools, npools, b, it);
         if (!s->oid[0] || !io)
             continue;

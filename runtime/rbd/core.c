@@ -501,10 +501,19 @@ typedef struct nudger {
     pthread_cond_t cv;
     int stop;
     rados_ioctx_t io;
-    char oid[96];
+    char oid[VMDR_RBD_HEADER_OID_MAX];
     double after, every;
     int sent;
 } nudger;
+
+int vmdr_rbd_header_oid(rbd_image_t img, char out[VMDR_RBD_HEADER_OID_MAX])
+{
+    char id[64];
+    if (rbd_get_id(img, id, sizeof id) < 0)
+        return -1;
+    snprintf(out, VMDR_RBD_HEADER_OID_MAX, "rbd_header.%s", id);
+    return 0;
+}
 
 /* at: seconds on vmdr_rbd_now's clock (CLOCK_MONOTONIC), as the nudger's condvar uses */
 static void abs_time(struct timespec *ts, double at)
@@ -560,11 +569,9 @@ static void *nudge_main(void *arg)
 /* Starts a nudger for im (0), or returns -1 (no nudging: the promote runs as it would). */
 static int nudge_start(nudger *n, pthread_t *th, vmdr_rbd_image *im, double after)
 {
-    char id[64];
     memset(n, 0, sizeof *n);
-    if (rbd_get_id(im->img, id, sizeof id) < 0)
+    if (vmdr_rbd_header_oid(im->img, n->oid) < 0)
         return -1;
-    snprintf(n->oid, sizeof n->oid, "rbd_header.%s", id);
     n->io = im->io;
     n->after = after;
     n->every = VMDR_RBD_NUDGE_EVERY;

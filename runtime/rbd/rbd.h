@@ -121,6 +121,10 @@ int vmdr_rbd_get_mirror_status(vmdr_rbd_mirror_status *out, vmdr_rbd_image *im, 
 int vmdr_rbd_mirror_enable(vmdr_rbd_image *im, const char *mode, int *already, vmdr_err *e);
 int vmdr_rbd_mirror_disable(vmdr_rbd_image *im, int force, int *already, vmdr_err *e);
 #define VMDR_RBD_NUDGE_AFTER 2.0 /* seconds; see vmdr_rbd_promote */
+#define VMDR_RBD_HEADER_OID_MAX 96
+/* The image's header object ("rbd_header.<id>"), which a nudge notifies: 0, or -1 (out
+ * untouched) when librbd cannot tell the id. */
+int vmdr_rbd_header_oid(rbd_image_t img, char out[VMDR_RBD_HEADER_OID_MAX]);
 #define VMDR_RBD_NUDGE_EVERY 1.0 /* seconds between nudges, once they started */
 #define VMDR_RBD_NUDGE_TIMEOUT_MS 1000 /* a nudge's notification waits this long for acks */
 
