@@ -61,3 +61,9 @@ foreach(f IN LISTS _fixtures)
   set_tests_properties(fixture:${n}:down PROPERTIES FIXTURES_CLEANUP ${n} LABELS "fixture"
     ENVIRONMENT "${VMDR_TEST_ENV}" TIMEOUT 120)
 endforeach()
+# The shared Ceph pair runs a ceph-mgr per site, so the specs reach the mgr's rbd_support
+# module (mirror snapshot schedules); the no-mgr path is checked on a lone monitor.
+if(TEST fixture:ceph:up)
+  set_tests_properties(fixture:ceph:up PROPERTIES
+    ENVIRONMENT "${VMDR_TEST_ENV};CEPH_FIXTURE_MGR=1")
+endif()

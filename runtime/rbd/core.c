@@ -918,27 +918,38 @@ int vmdr_rbd_schedule_add(vmdr_rbd_cluster *c, const char *pool, const char *ns,
     size_t outlen = 0, outslen = 0;
     int rc = -1;
     /* Without an active mgr, a mgr command waits for the whole mon-op timeout and then
-     * fails; ask the mon first, which answers at once. */
+     * fails; ask the mon first, which answers at once. A user the mon does not let run
+     * `mgr stat` (mon 'profile rbd' does not) asks the mgr directly. */
     if (vmdr_rbd_mon_command(c, "{\"prefix\": \"mgr stat\", \"format\": \"json\"}", &out,
-                             &outlen, e) < 0)
-        return -1;
-    cJSON *j = cJSON_ParseWithLength(out, outlen);
-    rados_buffer_free(out);
-    out = NULL;
-    cJSON *av = j ? cJSON_GetObjectItemCaseSensitive(j, "available") : NULL;
-    int available = cJSON_IsTrue(av);
-    cJSON_Delete(j);
-    if (!available)
-        return vmdr_err_set(e, "unavailable", 0,
-                            "no active ceph-mgr on this cluster: mirror snapshot schedules are "
-                            "kept by the mgr's rbd_support module (take snapshots with "
-                            "mirror_snapshot() instead, or run a ceph-mgr)");
+                             &outlen, e) < 0) {
+        if (e->status != EACCES && e->status != EPERM)
+            return -1;
+        vmdr_err_clear(e);
+    } else {
+        cJSON *j = cJSON_ParseWithLength(out, outlen);
+        rados_buffer_free(out);
+        out = NULL;
+        cJSON *av = j ? cJSON_GetObjectItemCaseSensitive(j, "available") : NULL;
+        int available = cJSON_IsTrue(av);
+        cJSON_Delete(j);
+        if (!available)
+            return vmdr_err_set(e, "unavailable", 0,
+                                "no active ceph-mgr on this cluster: mirror snapshot schedules "
+                                "are kept by the mgr's rbd_support module (take snapshots with "
+                                "mirror_snapshot() instead, or run a ceph-mgr)");
+    }
+    /* rbd_support answers a missing pool with EINVAL; say not_found, as image() does */
+    int64_t pid = rados_pool_lookup(c->rados, pool);
+    if (pid == -ENOENT)
+        return vmdr_err_set(e, "not_found", ENOENT, "pool '%s' does not exist", pool);
     cJSON *cmd = cJSON_CreateObject();
-    char level[2 * VMDR_RBD_NAME_MAX + 2];
+    /* rbd_support's level spec: "pool/" for a pool, "pool/ns/" for a namespace (a bare
+     * "pool" does not parse: "Invalid level spec") */
+    char level[2 * VMDR_RBD_NAME_MAX + 3];
     if (ns && ns[0])
-        snprintf(level, sizeof level, "%s/%s", pool, ns);
+        snprintf(level, sizeof level, "%s/%s/", pool, ns);
     else
-        snprintf(level, sizeof level, "%s", pool);
+        snprintf(level, sizeof level, "%s/", pool);
     cJSON_AddStringToObject(cmd, "prefix", "rbd mirror snapshot schedule add");
     cJSON_AddStringToObject(cmd, "level_spec", level);
     cJSON_AddStringToObject(cmd, "interval", interval);

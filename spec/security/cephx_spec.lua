@@ -10,6 +10,7 @@
 local h = require "support.helper"
 local ceph = require "support.ceph"
 local driver = require "vmdr.storage.ceph"
+local rbd = require "vmdr.rbd"
 
 local MiB = 1024 * 1024
 
@@ -129,5 +130,27 @@ describe("vmdr.storage.ceph with least-privilege cephx users", function()
         assert.equals("failed", rep[1].result)
         assert.equals("permission", rep[1].err.code, tostring(rep[1].err))
         ro:close()
+    end)
+
+    it("mirror snapshot schedules need mgr caps: refused without, set with them", function()
+        local c = assert(rbd.connect(sites.a))
+        local r, err = c:mirror_snapshot_schedule("rbd", "1000d")
+        c:close()
+        assert.is_nil(r)
+        assert.equals("permission", err.code, tostring(err))
+        assert.matches("mgr caps", err.message)
+        local kr = tmp .. "/a-" .. user .. "-mgr.keyring"
+        ceph_cli("a", "auth get-or-create client." .. user .. "-mgr mon 'profile rbd' "
+            .. "osd 'profile rbd pool=rbd' mgr 'profile rbd pool=rbd' -o " .. h.q(kr))
+        local ok_, e2 = pcall(function()
+            local m = assert(rbd.connect { conf = sites.a.conf, keyring = kr,
+                user = user .. "-mgr", timeout = 20 })
+            -- 1000d: fires at multiples of 1000 days since the epoch (next in July 2027)
+            assert.is_true(m:mirror_snapshot_schedule("rbd", "1000d"))
+            m:close()
+        end)
+        pcall(ceph.rbd_cli, "a", "mirror snapshot schedule rm --pool rbd 1000d")
+        pcall(ceph_cli, "a", "auth rm client." .. user .. "-mgr")
+        assert(ok_, e2)
     end)
 end)
