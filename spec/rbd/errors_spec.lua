@@ -184,10 +184,19 @@ describe("vmdr.rbd errors", function()
       "the shared pair runs a ceph-mgr per site (CEPH_FIXTURE_MGR=1, set by its ctest fixture)")
     -- schedules fire at multiples of their interval since the epoch: 1000d next fires in
     -- July 2027, so this one never snapshots the other specs' images; removed at the end
+    -- the schedules rbd lists for rbd/ or rbd/ns/: exit 2 (ENOENT) is "none", any other
+    -- failure fails the spec, so an empty list cannot come from a broken CLI call
+    local function rbd_sched(verb, ns, extra)
+      local argv = { "mirror", "snapshot", "schedule", verb, "--pool", "rbd" }
+      if ns then argv[#argv + 1] = "--namespace"; argv[#argv + 1] = ns end
+      for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+      return ceph.rbd_exec("a", argv)
+    end
     local function listed(ns)
-      local out = ceph.rbd_cli("a", "mirror snapshot schedule ls --pool rbd"
-        .. (ns and " --namespace " .. ns or "") .. " --format json || true")
-      return out:find("[", 1, true) and json.decode(out:match("%b[]")) or {}
+      local r = rbd_sched("ls", ns, { "--format", "json" })
+      if r.code == 2 then return {} end
+      assert(r.code == 0, "rbd mirror snapshot schedule ls: exit " .. r.code .. ": " .. r.stderr)
+      return json.decode(r.stdout)
     end
     local ok, err = pcall(function()
       assert.is_true(a:mirror_snapshot_schedule("rbd", "1000d"))
@@ -203,8 +212,8 @@ describe("vmdr.rbd errors", function()
       e = fails("invalid", a:mirror_snapshot_schedule("rbd", "1h", { namespace = "no-such-ns" }))
       assert.matches("namespace no%-such%-ns does not exist", e.message)
     end)
-    ceph.rbd_cli("a", "mirror snapshot schedule rm --pool rbd 1000d || true")
-    ceph.rbd_cli("a", "mirror snapshot schedule rm --pool rbd --namespace ns1 1000d || true")
+    -- removed whatever happened above (a failed step may have left one or both)
+    for _, ns in ipairs { false, "ns1" } do rbd_sched("rm", ns, { "1000d" }) end
     assert(ok, err)
     assert.same({}, listed(false))
     assert.same({}, listed("ns1"))

@@ -184,6 +184,15 @@ function M.rbd_cli(s, args)
   return h.capture(cmd)
 end
 
+--- Runs `rbd` on site s with argv (a list of words), no shell: returns {code, stdout, stderr}.
+function M.rbd_exec(s, argv)
+  local site = M.site(s)
+  local full = { "rbd", "-c", site.conf, "--keyring", site.keyring, "--id", site.user,
+    "--rados-mon-op-timeout", "20", "--rados-osd-op-timeout", "20" }
+  for _, a in ipairs(argv) do full[#full + 1] = a end
+  return h.exec(full)
+end
+
 --- A Ceph pair of the spec's own, for destructive cases (a monitor stopped, a site frozen)
 --- that must not disturb the shared pair other specs use. Started with ceph-fixture up in a
 --- fresh directory (15-25 s on the loaded machine); ALWAYS call pair.down() in teardown.
