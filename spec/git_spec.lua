@@ -281,12 +281,30 @@ describe("vmdr.git over file:// and a path", function()
     local url = gitsrv.urls(S, "m").file
     -- what a kill inside git_repository_init can leave: a .git without HEAD or config
     assert(h.sh("mkdir -p " .. h.q(tmp .. "/k/.git/objects/pack") .. " " .. h.q(tmp .. "/k/.git/refs")) == 0)
+    -- and init's symlink probe, killed before it removed it (seen in repo_spec's kills)
+    local probe = "/_git2_fa9c61ec428afe9f"
+    assert(h.sh("ln -s testing " .. h.q(tmp .. "/k" .. probe)) == 0)
     local r = assert(git.clone(url, tmp .. "/k"))
     assert.equals("seed\n", r:read("README"))
     assert.equals("seed\n", h.read(tmp .. "/k/README"))
-    assert(h.sh("mkdir -p " .. h.q(tmp .. "/kb/objects") .. " && touch " .. h.q(tmp .. "/kb/config")) == 0)
+    assert.is_false(exists(tmp .. "/k" .. probe), "the probe is not left in the work tree")
+    -- a bare one, killed after the probe's file was made (empty) and before it became a link
+    assert(h.sh("mkdir -p " .. h.q(tmp .. "/kb/objects") .. " && touch " .. h.q(tmp .. "/kb/config")
+      .. " " .. h.q(tmp .. "/kb/_git2_0123456789abcdef")) == 0)
     local b = assert(git.clone(url, tmp .. "/kb", { worktree = false }))
     assert.equals("seed\n", b:read("README"))
+    assert.is_false(exists(tmp .. "/kb/_git2_0123456789abcdef"))
+    -- what only looks like a probe is somebody's file: refused, and kept
+    for name, how in pairs { ["_git2_0123456789abcdee"] = "printf data >",
+      ["_git2_0123456789abcded"] = "ln -s elsewhere ", ["_git2_probe"] = "touch " } do
+      local d = tmp .. "/kx-" .. name
+      assert(h.sh("mkdir -p " .. h.q(d .. "/.git/refs") .. " && " .. how .. h.q(d .. "/" .. name)) == 0)
+      local x, err = git.clone(url, d)
+      assert.is_nil(x, name)
+      assert.equals("invalid", err.code)
+      assert.matches("is not a git clone", err.message, 1, true)
+      assert.is_true(exists(d .. "/" .. name), name)
+    end
   end)
 
   for _, worktree in ipairs { true, false } do

@@ -397,9 +397,31 @@ int vmdr_git_open(vmdr_git_repo **out, const char *path, const vmdr_git_opts *o,
     return 0;
 }
 
+/* libgit2's probe for symlink support during init (git_fs_path_supports_symlinks): it makes
+ * <dir>/_git2_<16 hex digits>, replaces it with a link to "testing" and removes it. A kill
+ * in between leaves that empty file or that link, and nothing else can look like it. */
+static int init_probe(const char *dir, const char *name)
+{
+    static const char prefix[] = "_git2_";
+    const size_t pl = sizeof prefix - 1;
+    char p[4096], target[16];
+    struct stat st;
+    if (strncmp(name, prefix, pl) != 0 || strlen(name) != pl + 16 ||
+        strspn(name + pl, "0123456789abcdef") != 16 ||
+        snprintf(p, sizeof p, "%s/%s", dir, name) >= (int)sizeof p || lstat(p, &st) != 0)
+        return 0;
+    if (S_ISREG(st.st_mode))
+        return st.st_size == 0;
+    if (!S_ISLNK(st.st_mode))
+        return 0;
+    ssize_t n = readlink(p, target, sizeof target);
+    return n == 7 && memcmp(target, "testing", 7) == 0;
+}
+
 /* A directory a killed `clone` left before its repository was complete: only git's own
  * names in it (with a work tree, a .git and possibly files of a killed checkout can only
- * come after a complete init, so .git alone is what marks it). */
+ * come after a complete init, so .git alone is what marks it), and perhaps init's probe,
+ * which is then removed (it would show in the work tree as an untracked file). */
 static int partial_init(const char *path, int bare)
 {
     static const char *const gitnames[] = {"HEAD", "config", "description", "objects", "refs",
@@ -407,12 +429,17 @@ static int partial_init(const char *path, int bare)
     DIR *d = opendir(path);
     struct dirent *de;
     int ok = 1, seen_git = 0;
+    char probe[64] = "";
     if (!d)
         return 0;
     while (ok && (de = readdir(d)) != NULL) {
         const char *n = de->d_name;
         if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
             continue;
+        if (!probe[0] && init_probe(path, n)) {
+            snprintf(probe, sizeof probe, "%s", n);
+            continue;
+        }
         if (!bare) {
             if (strcmp(n, ".git") == 0)
                 seen_git = 1;
@@ -427,6 +454,11 @@ static int partial_init(const char *path, int bare)
         seen_git |= known;
     }
     closedir(d);
+    if (ok && seen_git && probe[0]) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", path, probe);
+        unlink(p);
+    }
     return ok && seen_git;
 }
 
